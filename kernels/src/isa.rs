@@ -1,0 +1,178 @@
+//! Instruction-set levels: detected once, capped by `FLASHKERN_MAX_ISA`, [`set_max_isa`] or a
+//! scoped per-thread cap, and recorded per kernel call so tests can assert which path ran.
+//!
+//! A kernel reads [`effective_isa`] once, on the calling thread, at entry, and passes the level
+//! down into its worker tasks; a cap therefore applies to whole calls, never half of one.
+
+use crate::error::{Error, Result};
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction-set level, ordered from least to most capable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, no explicit SIMD (the only level on non-x86 targets).
+    Scalar = 0,
+    /// x86-64-v3 (AVX2, FMA, BMI2, ...) plus F16C.
+    Avx2 = 1,
+    /// x86-64-v4 (AVX-512 F/BW/CD/DQ/VL).
+    Avx512 = 2,
+    /// x86-64-v4 plus AVX512_BF16 (`vdpbf16ps`, `vcvtne2ps2bf16`).
+    Avx512Bf16 = 3,
+}
+
+impl Isa {
+    /// Every level, least capable first.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+
+    /// The level's name as accepted by [`Isa::parse`] and `FLASHKERN_MAX_ISA`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
+        }
+    }
+
+    /// Parses a level name (case-insensitive; `avx512_bf16` and `avx512-bf16` also accepted).
+    pub fn parse(name: &str) -> Result<Isa> {
+        let normal = name.trim().to_ascii_lowercase().replace(['_', '-'], "");
+        Isa::ALL.into_iter().find(|isa| isa.name() == normal).ok_or_else(|| {
+            Error::invalid(
+                "isa",
+                format!("unknown ISA level {name:?}; expected one of scalar, avx2, avx512, avx512bf16"),
+            )
+        })
+    }
+
+    fn from_u8(v: u8) -> Isa {
+        Isa::ALL[usize::from(v.min(3))]
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The most capable level this CPU runs (detected once, then cached).
+pub fn detected_isa() -> Isa {
+    static DETECTED: OnceLock<Isa> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Isa {
+    use pulp::x86::{V3, V4};
+    let v4 = V4::try_new().is_some();
+    let v3 = V3::try_new().is_some() && std::arch::is_x86_feature_detected!("f16c");
+    match (v3, v4, std::arch::is_x86_feature_detected!("avx512bf16")) {
+        (true, true, true) => Isa::Avx512Bf16,
+        (true, true, false) => Isa::Avx512,
+        (true, false, _) => Isa::Avx2,
+        _ => Isa::Scalar,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Isa {
+    Isa::Scalar
+}
+
+/// Sentinel for "no cap set yet; read the environment".
+const UNSET: u8 = u8::MAX;
+static GLOBAL_CAP: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The cap from `FLASHKERN_MAX_ISA`, if set and valid. An invalid value is ignored by the
+/// kernels (they cannot fail on it); [`env_cap`] reports it so front ends can.
+fn global_cap() -> Isa {
+    let cap = GLOBAL_CAP.load(Ordering::Relaxed);
+    if cap != UNSET {
+        return Isa::from_u8(cap);
+    }
+    let from_env = env_cap().ok().flatten().unwrap_or(Isa::Avx512Bf16);
+    // Another thread may have called set_max_isa meanwhile; its value wins.
+    let _ = GLOBAL_CAP.compare_exchange(UNSET, from_env as u8, Ordering::Relaxed, Ordering::Relaxed);
+    Isa::from_u8(GLOBAL_CAP.load(Ordering::Relaxed))
+}
+
+/// Reads and parses `FLASHKERN_MAX_ISA`: `Ok(None)` when unset, an error naming the bad value.
+pub fn env_cap() -> Result<Option<Isa>> {
+    match std::env::var("FLASHKERN_MAX_ISA") {
+        Ok(value) => Isa::parse(&value).map(Some),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::invalid("FLASHKERN_MAX_ISA", "the value is not valid UTF-8"))
+        }
+    }
+}
+
+/// Caps the level every later kernel call in this process uses (overrides `FLASHKERN_MAX_ISA`).
+/// `None` removes the cap. A cap above [`detected_isa`] has no effect.
+pub fn set_max_isa(cap: Option<Isa>) {
+    GLOBAL_CAP.store(cap.unwrap_or(Isa::Avx512Bf16) as u8, Ordering::Relaxed);
+}
+
+thread_local! {
+    static THREAD_CAP: Cell<Isa> = const { Cell::new(Isa::Avx512Bf16) };
+    static LAST_DISPATCH: Cell<Option<Isa>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the level capped at `cap` for kernel calls made *from this thread* (the
+/// global cap still applies). Tests use it to run each ISA in parallel test threads.
+pub fn with_max_isa<R>(cap: Isa, f: impl FnOnce() -> R) -> R {
+    struct Restore(Isa);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_CAP.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_CAP.with(|c| c.replace(cap)));
+    f()
+}
+
+/// The level a kernel called now, from this thread, runs: the detected level under every cap.
+pub fn effective_isa() -> Isa {
+    detected_isa().min(global_cap()).min(THREAD_CAP.with(Cell::get))
+}
+
+/// Every level this machine can run, least capable first.
+pub fn runnable_isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|&isa| isa <= detected_isa()).collect()
+}
+
+/// Records the level whose code a kernel is about to run (called on the caller's thread).
+pub(crate) fn record_dispatch(isa: Isa) {
+    LAST_DISPATCH.with(|c| c.set(Some(isa)));
+}
+
+/// The level the last kernel called from this thread actually ran, then clears the record.
+/// Tests assert on it so an ISA path they meant to cover cannot silently be skipped.
+pub fn take_last_dispatch() -> Option<Isa> {
+    LAST_DISPATCH.with(Cell::take)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_accepts_every_name_and_rejects_others() {
+        for isa in Isa::ALL {
+            assert_eq!(Isa::parse(isa.name()).unwrap(), isa);
+        }
+        assert_eq!(Isa::parse("AVX512_BF16").unwrap(), Isa::Avx512Bf16);
+        let err = Isa::parse("sse9").unwrap_err().to_string();
+        assert!(err.contains("sse9") && err.contains("avx512bf16"), "{err}");
+    }
+
+    #[test]
+    fn thread_cap_limits_and_restores() {
+        let before = effective_isa();
+        with_max_isa(Isa::Scalar, || assert_eq!(effective_isa(), Isa::Scalar));
+        assert_eq!(effective_isa(), before);
+    }
+}

@@ -1,0 +1,70 @@
+//! Matrix multiplication in the linear-layer layout:
+//! `C[M,N] = act(α·A[M,K]·B[N,K]ᵀ + β·C + bias[N])`.
+//!
+//! B is a logical `[N, K]` view with any strides, so nn.Linear weights (`[N,K]` row-major,
+//! strides `[K, 1]`) and Conv1D / plain `A·B` weights (`[K,N]` row-major, viewed as `[N,K]` with
+//! strides `[1, N]`) both work without copies.
+
+use crate::error::{Error, Result};
+use crate::tensor::{View, ViewMut};
+
+/// The elementwise function applied after bias.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None,
+    /// `x·Φ(x)` with the exact error function (BERT).
+    GeluErf,
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (GPT-2's `gelu_new`).
+    GeluTanh,
+}
+
+/// Scalars and epilogue of a matmul.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatmulParams {
+    /// Multiplies `A·Bᵀ`.
+    pub alpha: f32,
+    /// Multiplies the old `C`; when exactly 0, `C` is never read (it may hold NaN).
+    pub beta: f32,
+    /// Applied last, after bias.
+    pub activation: Activation,
+}
+
+impl Default for MatmulParams {
+    fn default() -> Self {
+        MatmulParams { alpha: 1.0, beta: 0.0, activation: Activation::None }
+    }
+}
+
+/// The problem size of a validated matmul.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Rows of B (columns of C).
+    pub n: usize,
+    /// The reduction length.
+    pub k: usize,
+}
+
+/// Checks ranks and shapes of a matmul's arguments and returns its dimensions.
+pub fn check_shapes(a: &View, b: &View, bias: Option<&View>, c: &ViewMut) -> Result<MatmulDims> {
+    a.layout().require_rank("a", 2)?;
+    b.layout().require_rank("b", 2)?;
+    c.layout().require_rank("c", 2)?;
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let n = b.shape()[0];
+    if b.shape()[1] != k {
+        return Err(Error::shape("b", [n, k], b.shape()));
+    }
+    if c.shape() != [m, n] {
+        return Err(Error::shape("c", [m, n], c.shape()));
+    }
+    if let Some(bias) = bias
+        && bias.shape() != [n]
+    {
+        return Err(Error::shape("bias", [n], bias.shape()));
+    }
+    Ok(MatmulDims { m, n, k })
+}

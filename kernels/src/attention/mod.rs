@@ -192,3 +192,21 @@ pub fn mask_value(mask: &View, b: usize, h: usize, i: usize, j: usize) -> f32 {
     let s = mask.shape();
     mask.get_f32(&[if s[0] == 1 { 0 } else { b }, if s[1] == 1 { 0 } else { h }, i, j])
 }
+
+// TEMPORARY (replaced by the attention issue): forwards to the reference so code above the
+// kernels can be written against the final API.
+
+/// Fused attention; see the module docs for shapes, masks and semantics.
+pub fn attention(
+    q: &View,
+    k: &View,
+    v: &View,
+    out: &mut ViewMut,
+    params: &AttentionParams,
+    lse: Option<&mut ViewMut>,
+) -> Result<()> {
+    crate::reference::attention(q, k, v, out, params, lse)
+}
+
+/// The softmax probabilities `[B, Hq, Nq, Nkv]` for inspection (slow, exact: the reference).
+pub use crate::reference::attention_probabilities;

@@ -68,3 +68,51 @@ pub fn check_shapes(a: &View, b: &View, bias: Option<&View>, c: &ViewMut) -> Res
     }
     Ok(MatmulDims { m, n, k })
 }
+
+// TEMPORARY (replaced by the matmul issue): the fast entry points forward to the reference so
+// that code above the kernels can be written against the final API.
+
+/// `C = act(α·A·Bᵀ + β·C + bias)`; see the module docs.
+pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: &MatmulParams) -> Result<()> {
+    crate::reference::matmul(a, b, bias, c, params)
+}
+
+/// Weights `B[N, K]` packed once (at model load) for repeated [`matmul_packed`] calls.
+#[derive(Clone, Debug)]
+pub struct PackedMatrix {
+    data: Vec<f32>,
+    n: usize,
+    k: usize,
+}
+
+impl PackedMatrix {
+    /// Packs a logical `[N, K]` view (any strides, any dtype).
+    pub fn pack(b: &View) -> Result<PackedMatrix> {
+        b.layout().require_rank("b", 2)?;
+        let (n, k) = (b.shape()[0], b.shape()[1]);
+        let data = (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).map(|(j, p)| b.get_f32(&[j, p])).collect();
+        Ok(PackedMatrix { data, n, k })
+    }
+
+    /// Rows of B (output features).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Columns of B (input features).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+/// [`matmul`] with prepacked weights.
+pub fn matmul_packed(
+    a: &View,
+    b: &PackedMatrix,
+    bias: Option<&View>,
+    c: &mut ViewMut,
+    params: &MatmulParams,
+) -> Result<()> {
+    let b = View::contiguous("b", &b.data, &[b.n, b.k])?;
+    crate::reference::matmul(a, &b, bias, c, params)
+}

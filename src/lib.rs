@@ -7,5 +7,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[allow(unsafe_code)]
+pub mod capi;
+
 pub use flashkern_kernels as kernels;
 pub use flashkern_kernels::{DType, Error, Isa, Result, View, ViewMut, attention, isa, matmul, norm, reference};

@@ -138,7 +138,7 @@ impl Layout {
     /// Fails unless the view has exactly `rank` dimensions.
     pub fn require_rank(&self, arg: &'static str, rank: usize) -> Result<()> {
         if self.rank != rank {
-            return Err(Error::view(arg, format!("expected rank {rank}, got shape {:?}", self.shape())));
+            return Err(Error::shape(arg, format!("rank {rank}"), self.shape()));
         }
         Ok(())
     }

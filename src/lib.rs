@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 #[allow(unsafe_code)]
 pub mod capi;
 

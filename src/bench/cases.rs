@@ -1,0 +1,247 @@
+//! One function per op: builds the SHAPES.md problem, times our kernel and its baseline.
+
+use super::peer::gemm_bt;
+use super::shapes::{AttentionShape, MatmulShape, NormShape};
+use flashkern_kernels::attention::{self, AttentionParams, Causal};
+use flashkern_kernels::matmul::{self, MatmulParams, PackedMatrix};
+use flashkern_kernels::norm::{self, NormInputs, NormKind, NormParams};
+use flashkern_kernels::testing::Rng;
+use flashkern_kernels::{DType, Element, Result, View, ViewMut, bf16, f16};
+use std::time::Instant;
+
+/// Median seconds of `f` over repetitions filling about `budget` seconds (at least 3, at
+/// most 30), after one warm-up call.
+pub fn median_seconds(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    f()?;
+    let first = start.elapsed().as_secs_f64();
+    let reps = ((budget / first.max(1e-9)) as usize).clamp(3, 30);
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[reps / 2])
+}
+
+/// A buffer of `n` random values in `[-1, 1)` stored as `dtype`.
+pub enum Buffer {
+    /// f32 storage.
+    F32(Vec<f32>),
+    /// f16 storage.
+    F16(Vec<f16>),
+    /// bf16 storage.
+    BF16(Vec<bf16>),
+}
+
+impl Buffer {
+    /// Random values.
+    pub fn random(dtype: DType, n: usize, seed: u64) -> Buffer {
+        let mut rng = Rng::new(seed);
+        match dtype {
+            DType::F32 => Buffer::F32(rng.vec(n, -1.0, 1.0)),
+            DType::F16 => Buffer::F16(rng.vec(n, -1.0, 1.0)),
+            DType::BF16 => Buffer::BF16(rng.vec(n, -1.0, 1.0)),
+        }
+    }
+
+    /// A row-major view.
+    pub fn view(&self, arg: &'static str, shape: &[usize]) -> Result<View<'_>> {
+        match self {
+            Buffer::F32(v) => View::contiguous(arg, v, shape),
+            Buffer::F16(v) => View::contiguous(arg, v, shape),
+            Buffer::BF16(v) => View::contiguous(arg, v, shape),
+        }
+    }
+
+    /// A row-major mutable view.
+    pub fn view_mut(&mut self, arg: &'static str, shape: &[usize]) -> Result<ViewMut<'_>> {
+        match self {
+            Buffer::F32(v) => ViewMut::contiguous(arg, v, shape),
+            Buffer::F16(v) => ViewMut::contiguous(arg, v, shape),
+            Buffer::BF16(v) => ViewMut::contiguous(arg, v, shape),
+        }
+    }
+}
+
+/// Seconds of (ours, baseline) for one matmul shape: f32 runs `matmul` against the `gemm`
+/// crate's f32; 16-bit dtypes run `matmul_packed` with weights stored in that dtype (packed
+/// once, as at model load) against `gemm`'s f16 (for f16) or f32 (for bf16, which gemm lacks).
+pub fn matmul(shape: &MatmulShape, dtype: DType, budget: f64) -> Result<(f64, f64)> {
+    let MatmulShape { m, k, n, .. } = *shape;
+    let a = Buffer::random(DType::F32, m * k, 1);
+    let b = Buffer::random(dtype, n * k, 2);
+    let mut c = vec![0f32; m * n];
+    let params = MatmulParams::default();
+    let a_view = a.view("a", &[m, k])?;
+    let b_view = b.view("b", &[n, k])?;
+    let ours = if dtype == DType::F32 {
+        median_seconds(budget, || {
+            matmul::matmul(&a_view, &b_view, None, &mut ViewMut::contiguous("c", &mut c, &[m, n])?, &params)
+        })?
+    } else {
+        let packed = PackedMatrix::pack(&b_view)?;
+        median_seconds(budget, || {
+            matmul::matmul_packed(&a_view, &packed, None, &mut ViewMut::contiguous("c", &mut c, &[m, n])?, &params)
+        })?
+    };
+    let baseline = match dtype {
+        DType::F16 => {
+            let a16: Vec<f16> = (0..m * k).map(|i| f16::from_f32(a_view.data().get_f32(i))).collect();
+            let b16: Vec<f16> = (0..n * k).map(|i| f16::from_f32(b_view.data().get_f32(i))).collect();
+            let mut c16 = vec![f16::ZERO; m * n];
+            median_seconds(budget, || {
+                gemm_bt(&a16, &b16, &mut c16, [m, k, n]);
+                Ok(())
+            })?
+        }
+        _ => {
+            let a32: Vec<f32> = (0..m * k).map(|i| a_view.data().get_f32(i)).collect();
+            let b32: Vec<f32> = (0..n * k).map(|i| b_view.data().get_f32(i)).collect();
+            median_seconds(budget, || {
+                gemm_bt(&a32, &b32, &mut c, [m, k, n]);
+                Ok(())
+            })?
+        }
+    };
+    Ok((ours, baseline))
+}
+
+/// Seconds of (ours, naive) for one attention shape with q, k, v stored as `dtype` and f32
+/// output. The naive path materialises S = Q·Kᵀ per head with our matmul, applies the
+/// (causal) mask and a softmax row by row, then O = P·V with our matmul.
+pub fn attention(shape: &AttentionShape, dtype: DType, budget: f64) -> Result<(f64, f64)> {
+    let AttentionShape { b, h_q, h_kv, n_q, n_kv, d, causal, .. } = *shape;
+    let q = Buffer::random(dtype, b * h_q * n_q * d, 3);
+    let k = Buffer::random(dtype, b * h_kv * n_kv * d, 4);
+    let v = Buffer::random(dtype, b * h_kv * n_kv * d, 5);
+    let mut out = vec![0f32; b * h_q * n_q * d];
+    let (qv, kv, vv) =
+        (q.view("q", &[b, h_q, n_q, d])?, k.view("k", &[b, h_kv, n_kv, d])?, v.view("v", &[b, h_kv, n_kv, d])?);
+    let params = AttentionParams { causal: if causal { Causal::TopLeft } else { Causal::None }, ..Default::default() };
+    let ours = median_seconds(budget, || {
+        attention::attention(
+            &qv,
+            &kv,
+            &vv,
+            &mut ViewMut::contiguous("out", &mut out, &[b, h_q, n_q, d])?,
+            &params,
+            None,
+        )
+    })?;
+    let mut scores = vec![0f32; n_q * n_kv];
+    let scale = 1.0 / (d as f32).sqrt();
+    let naive = median_seconds(budget, || {
+        for batch in 0..b {
+            for h in 0..h_q {
+                let kv_h = h / (h_q / h_kv);
+                let q_off = (batch * h_q + h) * n_q * d;
+                let kv_off = (batch * h_kv + kv_h) * n_kv * d;
+                let q_head = View::from_data("q", slice(qv.data(), q_off, n_q * d), &[n_q, d], &[d, 1])?;
+                let k_head = View::from_data("k", slice(kv.data(), kv_off, n_kv * d), &[n_kv, d], &[d, 1])?;
+                // V [Nkv, D] as the logical [N = D, K = Nkv] operand: strides [1, D].
+                let v_head = View::from_data("v", slice(vv.data(), kv_off, n_kv * d), &[d, n_kv], &[1, d])?;
+                let s_params = MatmulParams { alpha: scale, ..MatmulParams::default() };
+                matmul::matmul(
+                    &q_head,
+                    &k_head,
+                    None,
+                    &mut ViewMut::contiguous("s", &mut scores, &[n_q, n_kv])?,
+                    &s_params,
+                )?;
+                for (i, row) in scores.chunks_exact_mut(n_kv).enumerate() {
+                    let visible = if causal { i + 1 } else { n_kv };
+                    softmax_prefix(row, visible);
+                }
+                let p = View::contiguous("p", &scores, &[n_q, n_kv])?;
+                let o = &mut out[(batch * h_q + h) * n_q * d..][..n_q * d];
+                matmul::matmul(
+                    &p,
+                    &v_head,
+                    None,
+                    &mut ViewMut::contiguous("o", o, &[n_q, d])?,
+                    &MatmulParams::default(),
+                )?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok((ours, naive))
+}
+
+fn slice<'a>(data: flashkern_kernels::Data<'a>, offset: usize, len: usize) -> flashkern_kernels::Data<'a> {
+    use flashkern_kernels::Data;
+    match data {
+        Data::F32(s) => Data::F32(&s[offset..offset + len]),
+        Data::F16(s) => Data::F16(&s[offset..offset + len]),
+        Data::BF16(s) => Data::BF16(&s[offset..offset + len]),
+    }
+}
+
+/// Softmax over `row[..visible]`, zeros after (the naive path's mask).
+fn softmax_prefix(row: &mut [f32], visible: usize) {
+    let max = row[..visible].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in &mut row[..visible] {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in &mut row[..visible] {
+        *x /= sum;
+    }
+    row[visible..].fill(0.0);
+}
+
+/// Seconds of (fused, unfused) post-norm `out = LN(x + r)·γ + β` with x, r, out in `dtype`
+/// (γ, β f32). Unfused writes `h = x + r` to memory, then normalises `h`.
+pub fn norm(shape: &NormShape, dtype: DType, budget: f64) -> Result<(f64, f64)> {
+    let NormShape { rows, hidden, .. } = *shape;
+    let x = Buffer::random(dtype, rows * hidden, 6);
+    let r = Buffer::random(dtype, rows * hidden, 7);
+    let mut out = Buffer::random(dtype, rows * hidden, 8);
+    let mut h = Buffer::random(dtype, rows * hidden, 9);
+    let gamma = vec![1f32; hidden];
+    let beta = vec![0f32; hidden];
+    let params = NormParams { kind: NormKind::LayerNorm, eps: 1e-5 };
+    let gamma_v = View::contiguous("gamma", &gamma, &[hidden])?;
+    let beta_v = View::contiguous("beta", &beta, &[hidden])?;
+    let fused_inputs = NormInputs {
+        x: x.view("x", &[rows, hidden])?,
+        residual: Some(r.view("residual", &[rows, hidden])?),
+        bias: None,
+        gamma: gamma_v,
+        beta: Some(beta_v),
+    };
+    let fused = median_seconds(budget, || {
+        norm::add_norm(&fused_inputs, &params, &mut out.view_mut("out", &[rows, hidden])?, None)
+    })?;
+    let unfused = median_seconds(budget, || {
+        add_into(&x, &r, &mut h);
+        let inputs = NormInputs {
+            x: h.view("x", &[rows, hidden])?,
+            residual: None,
+            bias: None,
+            gamma: gamma_v,
+            beta: Some(beta_v),
+        };
+        norm::add_norm(&inputs, &params, &mut out.view_mut("out", &[rows, hidden])?, None)
+    })?;
+    Ok((fused, unfused))
+}
+
+/// `h = x + r`, elementwise in f32, rounded to h's dtype (the unfused path's first pass).
+fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) {
+    fn add<T: Element>(x: &[T], r: &[T], h: &mut [T]) {
+        for ((h, x), r) in h.iter_mut().zip(x).zip(r) {
+            *h = T::from_f32(x.to_f32() + r.to_f32());
+        }
+    }
+    match (x, r, h) {
+        (Buffer::F32(x), Buffer::F32(r), Buffer::F32(h)) => add(x, r, h),
+        (Buffer::F16(x), Buffer::F16(r), Buffer::F16(h)) => add(x, r, h),
+        (Buffer::BF16(x), Buffer::BF16(r), Buffer::BF16(h)) => add(x, r, h),
+        _ => unreachable!("one dtype per case"),
+    }
+}

@@ -11,5 +11,8 @@ pub mod bench;
 #[allow(unsafe_code)]
 pub mod capi;
 
+#[allow(unsafe_code)]
+pub mod fuzzing;
+
 pub use flashkern_kernels as kernels;
 pub use flashkern_kernels::{DType, Error, Isa, Result, View, ViewMut, attention, isa, matmul, norm, reference};

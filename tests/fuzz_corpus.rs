@@ -1,0 +1,27 @@
+//! Replays every committed fuzz input (`fuzz/corpus/<target>/` seeds and
+//! `fuzz/regressions/<target>/` crash reproducers) through the target's body on stable, so a
+//! crash once fixed stays fixed without nightly or cargo-fuzz.
+
+use std::path::Path;
+
+type Target = fn(&[u8]);
+
+const TARGETS: &[(&str, Target)] = &[("capi_descriptors", flashkern::fuzzing::capi_descriptors)];
+
+#[test]
+fn every_committed_fuzz_input_replays_cleanly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut replayed = 0;
+    for (name, target) in TARGETS {
+        for folder in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(root.join(folder).join(name)) else { continue };
+            for entry in entries.flatten() {
+                let bytes = std::fs::read(entry.path()).expect("readable corpus file");
+                target(&bytes);
+                replayed += 1;
+            }
+        }
+    }
+    assert!(replayed >= TARGETS.len(), "expected committed seeds for every target, replayed {replayed}");
+    println!("replayed {replayed} fuzz inputs");
+}

@@ -4,9 +4,15 @@
 //! disagreeing with its reference beyond the documented tolerance, or an error from one but
 //! not the other.
 
+use crate::bench::cases::Buffer;
 use crate::capi::{fk_attention, fk_attention_params, fk_causal, fk_dtype, fk_matmul, fk_status, fk_tensor};
 use arbitrary::{Result, Unstructured};
+use flashkern_kernels::attention::{AttentionParams, Causal};
 use flashkern_kernels::isa::{Isa, with_max_isa};
+use flashkern_kernels::matmul::{Activation, MatmulParams, PackedMatrix};
+use flashkern_kernels::norm::{NormInputs, NormKind, NormParams};
+use flashkern_kernels::testing::{Rng, Tolerance, compare};
+use flashkern_kernels::{DType, View, ViewMut, reference};
 use std::ffi::c_void;
 
 /// Elements in the buffer every `capi_descriptors` descriptor points into.
@@ -101,4 +107,307 @@ fn capi_descriptors_inner(u: &mut Unstructured) -> Result<()> {
 fn last_error() -> String {
     // SAFETY: fk_last_error returns a valid NUL-terminated string.
     unsafe { std::ffi::CStr::from_ptr(crate::capi::fk_last_error()) }.to_string_lossy().into_owned()
+}
+
+/// Values stored as `dtype`, drawn in `[-range, range)` from `seed`.
+fn values(dtype: flashkern_kernels::DType, n: usize, range: f32, seed: u64) -> crate::bench::cases::Buffer {
+    let mut rng = Rng::new(seed);
+    match dtype {
+        DType::F32 => Buffer::F32(rng.vec(n, -range, range)),
+        DType::F16 => Buffer::F16(rng.vec(n, -range, range)),
+        DType::BF16 => Buffer::BF16(rng.vec(n, -range, range)),
+    }
+}
+
+fn dtype(u: &mut Unstructured) -> Result<DType> {
+    u.choose(&DType::ALL).copied()
+}
+
+/// A strided view of `buffer` as `[rows, cols]` with row stride `cols + pad`.
+fn matrix<'a>(
+    buffer: &'a Buffer,
+    arg: &'static str,
+    [rows, cols, pad]: [usize; 3],
+) -> flashkern_kernels::Result<View<'a>> {
+    buffer_view(buffer, arg, &[rows, cols], &[cols + pad, 1])
+}
+
+fn buffer_view<'a>(
+    buffer: &'a Buffer,
+    arg: &'static str,
+    shape: &[usize],
+    strides: &[usize],
+) -> flashkern_kernels::Result<View<'a>> {
+    match buffer {
+        Buffer::F32(v) => View::new(arg, v, shape, strides),
+        Buffer::F16(v) => View::new(arg, v, shape, strides),
+        Buffer::BF16(v) => View::new(arg, v, shape, strides),
+    }
+}
+
+fn widen(buffer: &Buffer) -> Vec<f32> {
+    match buffer {
+        Buffer::F32(v) => v.clone(),
+        Buffer::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        Buffer::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+    }
+}
+
+/// Both results must be errors of the same kind, or both succeed.
+fn same_outcome(what: &str, fast: &flashkern_kernels::Result<()>, slow: &flashkern_kernels::Result<()>) -> bool {
+    match (fast, slow) {
+        (Ok(()), Ok(())) => true,
+        (Err(a), Err(b)) => {
+            assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b), "{what}: different errors {a} / {b}");
+            false
+        }
+        _ => panic!("{what}: fast {fast:?} but reference {slow:?}"),
+    }
+}
+
+/// A small arbitrary matmul (shapes, row padding, B layout, dtypes, α/β, bias, activation,
+/// packed or not, ISA cap) against `reference::matmul` within `Tolerance::accumulation`.
+pub fn matmul_vs_reference(data: &[u8]) {
+    let _ = matmul_inner(&mut Unstructured::new(data));
+}
+
+fn matmul_inner(u: &mut Unstructured) -> Result<()> {
+    let [m, n, k] = [u.int_in_range(0..=24)?, u.int_in_range(0..=40)?, u.int_in_range(0..=70)?];
+    let [pad_a, pad_c] = [u.int_in_range(0..=3)?, u.int_in_range(0..=3)?];
+    let (da, db, dc) = (dtype(u)?, dtype(u)?, dtype(u)?);
+    let kn_layout: bool = u.arbitrary()?;
+    let packed: bool = u.arbitrary()?;
+    let with_bias: bool = u.arbitrary()?;
+    let alpha = *u.choose(&[1.0f32, -0.5, 2.0])?;
+    let beta = *u.choose(&[0.0f32, 1.0, -0.25])?;
+    let activation = *u.choose(&[Activation::None, Activation::GeluErf, Activation::GeluTanh])?;
+    let level = *u.choose(&Isa::ALL)?;
+    let seed: u64 = u.arbitrary()?;
+    let a = values(da, m * (k + pad_a), 1.0, seed);
+    let b = values(db, n * k, 1.0, seed ^ 1);
+    let bias = values(DType::F32, n, 1.0, seed ^ 2);
+    let c0 = values(dc, m * (n + pad_c), 1.0, seed ^ 3);
+    let params = MatmulParams { alpha, beta, activation };
+    let run = |fast: bool| -> (flashkern_kernels::Result<()>, Vec<f32>) {
+        let mut c = values(dc, m * (n + pad_c), 1.0, seed ^ 3);
+        let result = (|| {
+            let a = matrix(&a, "a", [m, k, pad_a])?;
+            let b = if kn_layout { buffer_view(&b, "b", &[n, k], &[1, n])? } else { matrix(&b, "b", [n, k, 0])? };
+            let bias = if with_bias { Some(buffer_view(&bias, "bias", &[n], &[1])?) } else { None };
+            let mut c_view = match &mut c {
+                Buffer::F32(v) => ViewMut::new("c", v, &[m, n], &[n + pad_c, 1])?,
+                Buffer::F16(v) => ViewMut::new("c", v, &[m, n], &[n + pad_c, 1])?,
+                Buffer::BF16(v) => ViewMut::new("c", v, &[m, n], &[n + pad_c, 1])?,
+            };
+            match (fast, packed) {
+                (false, _) => reference::matmul(&a, &b, bias.as_ref(), &mut c_view, &params),
+                (true, false) => with_max_isa(level, || {
+                    flashkern_kernels::matmul::matmul(&a, &b, bias.as_ref(), &mut c_view, &params)
+                }),
+                (true, true) => with_max_isa(level, || {
+                    let packed = PackedMatrix::pack(&b)?;
+                    flashkern_kernels::matmul::matmul_packed(&a, &packed, bias.as_ref(), &mut c_view, &params)
+                }),
+            }
+        })();
+        (result, widen(&c))
+    };
+    let (fast, got) = run(true);
+    let (slow, want) = run(false);
+    if same_outcome("matmul", &fast, &slow) {
+        let (a32, b32, c32) = (widen(&a), widen(&b), widen(&c0));
+        let scale: Vec<f64> = (0..m * (n + pad_c))
+            .map(|idx| {
+                let (i, j) = (idx / (n + pad_c), idx % (n + pad_c));
+                if j >= n {
+                    return 1.0;
+                }
+                let b_at = |p: usize| if kn_layout { b32[p * n + j] } else { b32[j * k + p] };
+                let dot: f64 = (0..k).map(|p| f64::from((a32[i * (k + pad_a) + p] * b_at(p)).abs())).sum();
+                f64::from(alpha.abs()) * dot + f64::from((beta * c32[idx]).abs()) + 1.0
+            })
+            .collect();
+        if let Err(report) = compare(&got, &want, Some(&scale), Tolerance::accumulation(k, dc)) {
+            panic!(
+                "matmul m={m} n={n} k={k} {da}/{db}/{dc} kn={kn_layout} packed={packed} {params:?} at {level}: {report}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A small arbitrary residual + norm call against `reference::add_norm`.
+pub fn norm_vs_reference(data: &[u8]) {
+    let _ = norm_inner(&mut Unstructured::new(data));
+}
+
+fn norm_inner(u: &mut Unstructured) -> Result<()> {
+    let rows = u.int_in_range(0..=5)?;
+    let hidden = u.int_in_range(1..=300)?;
+    let (dx, dout) = (dtype(u)?, dtype(u)?);
+    let kind = *u.choose(&[NormKind::LayerNorm, NormKind::RmsNorm])?;
+    let [with_residual, with_bias, with_beta, with_sum]: [bool; 4] = u.arbitrary()?;
+    let eps = *u.choose(&[1e-5f32, 1e-12, 0.0, -1.0])?;
+    let level = *u.choose(&Isa::ALL)?;
+    let seed: u64 = u.arbitrary()?;
+    let mean = *u.choose(&[0.0f32, 3.0, -100.0])?;
+    let x = values(dx, rows * hidden, 1.0, seed);
+    let x = match x {
+        Buffer::F32(v) => Buffer::F32(v.iter().map(|e| e + mean).collect()),
+        other => other,
+    };
+    let r = values(dx, rows * hidden, 1.0, seed ^ 1);
+    let vectors: Vec<Buffer> = (2..5).map(|i| values(DType::F32, hidden, 1.5, seed ^ i)).collect();
+    let params = NormParams { kind, eps };
+    let run = |fast: bool| -> (flashkern_kernels::Result<()>, Vec<f32>, Vec<f32>) {
+        let mut out = values(dout, rows * hidden, 1.0, 7);
+        let mut sum = values(dout, rows * hidden, 1.0, 8);
+        let result = (|| {
+            let inputs = NormInputs {
+                x: buffer_view(&x, "x", &[rows, hidden], &[hidden, 1])?,
+                residual: if with_residual {
+                    Some(buffer_view(&r, "residual", &[rows, hidden], &[hidden, 1])?)
+                } else {
+                    None
+                },
+                bias: if with_bias { Some(buffer_view(&vectors[0], "bias", &[hidden], &[1])?) } else { None },
+                gamma: buffer_view(&vectors[1], "gamma", &[hidden], &[1])?,
+                beta: if with_beta { Some(buffer_view(&vectors[2], "beta", &[hidden], &[1])?) } else { None },
+            };
+            let mut out_view = buffer_mut(&mut out, "out", rows, hidden)?;
+            let mut sum_view = buffer_mut(&mut sum, "sum_out", rows, hidden)?;
+            let sum_arg = if with_sum { Some(&mut sum_view) } else { None };
+            if fast {
+                with_max_isa(level, || flashkern_kernels::norm::add_norm(&inputs, &params, &mut out_view, sum_arg))
+            } else {
+                reference::add_norm(&inputs, &params, &mut out_view, sum_arg)
+            }
+        })();
+        (result, widen(&out), widen(&sum))
+    };
+    let (fast, got, got_sum) = run(true);
+    let (slow, want, want_sum) = run(false);
+    if same_outcome("norm", &fast, &slow) {
+        // Errors scale with |γ|·(1 + |h|/σ) (the f32 rounding of h relative to the spread).
+        let gamma = widen(&vectors[1]);
+        let spread_ratio = 1.0 + f64::from(mean.abs()) * 4.0;
+        let scale: Vec<f64> =
+            (0..rows * hidden).map(|i| f64::from(gamma[i % hidden].abs()) * spread_ratio + 1.0).collect();
+        let tol = Tolerance::accumulation(hidden, dout);
+        if let Err(report) = compare(&got, &want, Some(&scale), tol) {
+            panic!("norm {rows}x{hidden} {dx}->{dout} {params:?} r={with_residual} b={with_bias} at {level}: {report}");
+        }
+        if with_sum
+            && let Err(report) = compare(
+                &got_sum,
+                &want_sum,
+                None,
+                Tolerance { abs: 1e-6 * (1.0 + f64::from(mean.abs())), rel: 2.0 * dout.unit_roundoff() },
+            )
+        {
+            panic!("norm sum_out {rows}x{hidden} at {level}: {report}");
+        }
+    }
+    Ok(())
+}
+
+fn buffer_mut<'a>(
+    buffer: &'a mut Buffer,
+    arg: &'static str,
+    rows: usize,
+    hidden: usize,
+) -> flashkern_kernels::Result<ViewMut<'a>> {
+    match buffer {
+        Buffer::F32(v) => ViewMut::contiguous(arg, v, &[rows, hidden]),
+        Buffer::F16(v) => ViewMut::contiguous(arg, v, &[rows, hidden]),
+        Buffer::BF16(v) => ViewMut::contiguous(arg, v, &[rows, hidden]),
+    }
+}
+
+/// A small arbitrary attention call (GQA, [B,H,N,D] or [B,N,H,D] layout, every mask, softcap,
+/// dtypes, LSE, ISA cap) against `reference::attention`.
+pub fn attention_vs_reference(data: &[u8]) {
+    let _ = attention_inner(&mut Unstructured::new(data));
+}
+
+fn attention_inner(u: &mut Unstructured) -> Result<()> {
+    let b = u.int_in_range(1..=2)?;
+    let h_kv = u.int_in_range(1..=2)?;
+    let h_q = h_kv * u.int_in_range(1..=3)?;
+    let [n_q, n_kv, d] = [u.int_in_range(1..=40)?, u.int_in_range(1..=70)?, u.int_in_range(1..=40)?];
+    let (dq, dkv, dout) = (dtype(u)?, dtype(u)?, dtype(u)?);
+    let interleaved: bool = u.arbitrary()?;
+    let causal = *u.choose(&[Causal::None, Causal::TopLeft, Causal::BottomRight])?;
+    let lengths: Option<Vec<usize>> =
+        if u.arbitrary()? { Some((0..b).map(|_| u.int_in_range(0..=n_kv)).collect::<Result<_>>()?) } else { None };
+    let window_left = if u.ratio(1, 4)? { Some(u.int_in_range(0..=8)?) } else { None };
+    let softcap = if u.ratio(1, 5)? { Some(5.0f32) } else { None };
+    let with_mask = u.ratio(1, 3)?;
+    let logit_range = *u.choose(&[1.0f32, 4.0, 30.0])?;
+    let level = *u.choose(&Isa::ALL)?;
+    let seed: u64 = u.arbitrary()?;
+    let q = values(dq, b * h_q * n_q * d, logit_range, seed);
+    let k = values(dkv, b * h_kv * n_kv * d, 1.0, seed ^ 1);
+    let v = values(dkv, b * h_kv * n_kv * d, 1.0, seed ^ 2);
+    let mut mask: Vec<f32> = Rng::new(seed ^ 3).vec(n_q * n_kv, -2.0, 2.0);
+    mask.iter_mut().step_by(7).for_each(|m| *m = f32::NEG_INFINITY);
+    // [B,H,N,D] strides, or [B,N,H,D] memory seen as [B,H,N,D].
+    let strides = |h: usize, n: usize| if interleaved { [n * h * d, d, h * d, 1] } else { [h * n * d, n * d, d, 1] };
+    let run = |fast: bool| -> (flashkern_kernels::Result<()>, Vec<f32>, Vec<f32>) {
+        let mut out = values(dout, b * h_q * n_q * d, 1.0, 9);
+        let mut lse = vec![f32::NAN; b * h_q * n_q];
+        let result = (|| {
+            let qv = buffer_view(&q, "q", &[b, h_q, n_q, d], &strides(h_q, n_q))?;
+            let kv = buffer_view(&k, "k", &[b, h_kv, n_kv, d], &strides(h_kv, n_kv))?;
+            let vv = buffer_view(&v, "v", &[b, h_kv, n_kv, d], &strides(h_kv, n_kv))?;
+            let params = AttentionParams {
+                scale: None,
+                causal,
+                key_lengths: lengths.as_deref(),
+                additive_mask: if with_mask {
+                    Some(View::new("additive_mask", &mask, &[1, 1, n_q, n_kv], &[0, 0, n_kv, 1])?)
+                } else {
+                    None
+                },
+                window_left,
+                softcap,
+            };
+            let out_strides = strides(h_q, n_q);
+            let mut out_view = match &mut out {
+                Buffer::F32(o) => ViewMut::new("out", o, &[b, h_q, n_q, d], &out_strides)?,
+                Buffer::F16(o) => ViewMut::new("out", o, &[b, h_q, n_q, d], &out_strides)?,
+                Buffer::BF16(o) => ViewMut::new("out", o, &[b, h_q, n_q, d], &out_strides)?,
+            };
+            let mut lse_view = ViewMut::contiguous("lse", &mut lse, &[b, h_q, n_q])?;
+            if fast {
+                with_max_isa(level, || {
+                    flashkern_kernels::attention::attention(&qv, &kv, &vv, &mut out_view, &params, Some(&mut lse_view))
+                })
+            } else {
+                reference::attention(&qv, &kv, &vv, &mut out_view, &params, Some(&mut lse_view))
+            }
+        })();
+        (result, widen(&out), lse)
+    };
+    let (fast, got, got_lse) = run(true);
+    let (slow, want, want_lse) = run(false);
+    if same_outcome("attention", &fast, &slow) {
+        // Output error ≈ (error of the scores) × |v| ≤ u·√terms·(1 + Σ|q||k|·scale + |mask|).
+        let logit = 1.0 + f64::from(logit_range) * d as f64 / (d as f64).sqrt() + 2.0 + softcap.map_or(0.0, f64::from);
+        let scale = vec![logit; got.len()];
+        let tol = Tolerance::accumulation(n_kv + d, dout);
+        let what = format!(
+            "attention b={b} hq={h_q} hkv={h_kv} nq={n_q} nkv={n_kv} d={d} {dq}/{dkv}/{dout} {causal:?} lengths={lengths:?} window={window_left:?} cap={softcap:?} mask={with_mask} at {level}"
+        );
+        if let Err(report) = compare(&got, &want, Some(&scale), tol) {
+            panic!("{what}: {report}");
+        }
+        let lse_scale = vec![logit; got_lse.len()];
+        if let Err(report) =
+            compare(&got_lse, &want_lse, Some(&lse_scale), Tolerance::accumulation(n_kv + d, DType::F32))
+        {
+            panic!("{what} (lse): {report}");
+        }
+    }
+    Ok(())
 }

@@ -6,7 +6,12 @@ use std::path::Path;
 
 type Target = fn(&[u8]);
 
-const TARGETS: &[(&str, Target)] = &[("capi_descriptors", flashkern::fuzzing::capi_descriptors)];
+const TARGETS: &[(&str, Target)] = &[
+    ("capi_descriptors", flashkern::fuzzing::capi_descriptors),
+    ("matmul_vs_reference", flashkern::fuzzing::matmul_vs_reference),
+    ("norm_vs_reference", flashkern::fuzzing::norm_vs_reference),
+    ("attention_vs_reference", flashkern::fuzzing::attention_vs_reference),
+];
 
 #[test]
 fn every_committed_fuzz_input_replays_cleanly() {

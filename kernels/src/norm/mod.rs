@@ -7,7 +7,12 @@
 //! `E[h²] − mean²`, so rows with a large mean keep their accuracy.
 
 use crate::error::{Error, Result};
-use crate::tensor::{View, ViewMut};
+use crate::isa::{Isa, effective_isa, record_dispatch};
+use crate::simd::vectorize;
+use crate::tensor::{Data, DataMut, SharedOut, View, ViewMut};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Which normalisation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,15 +91,552 @@ pub fn check_args(
     Ok(NormDims { rows, hidden })
 }
 
-// TEMPORARY (replaced by the norm issue): forwards to the reference so code above the
-// kernels can be written against the final API.
+/// The per-row weights of the in-place variants: `bias`, `gamma`, `beta`, each `[hidden]`.
+#[derive(Clone, Copy, Debug)]
+pub struct NormWeights<'a> {
+    /// Added to the sum before normalising (the sublayer's bias, fused).
+    pub bias: Option<View<'a>>,
+    /// The scale γ.
+    pub gamma: View<'a>,
+    /// The shift β.
+    pub beta: Option<View<'a>>,
+}
+
+/// Elements per chunk when 16-bit rows are widened or outputs are rounded (a multiple of every
+/// vector width, so chunking never changes which lane an element accumulates in).
+const CHUNK: usize = 512;
+/// Elements of work per parallel piece: rows are grouped into blocks of about this size. The
+/// block size depends only on `hidden`, never on the thread count (rows are independent, so
+/// results are bit-identical for any split anyway).
+const BLOCK_ELEMS: usize = 32 * 1024;
+/// Below this many elements a call runs on the calling thread (measured crossover: rayon's
+/// fork/join costs a few microseconds, about the time of 64 Ki elements at L2 speed).
+const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
 
 /// `h = x + residual + bias; out = norm(h)·γ + β`, writing `h` to `sum_out` when given.
+///
+/// Per row: `h` is formed in f32 (`(x + residual) + bias`, each input widened exactly), the
+/// statistics are taken from `h` in f32 with two passes over the row while it is in cache
+/// (mean, then the centred sum of squares with the mean corrected by `Σ(h − mean)/n`), and
+/// `out` is rounded once to its dtype. `x + residual` is never written to memory and read back.
+///
+/// Edge cases, as the reference defines them: a row whose variance (LayerNorm) or mean square
+/// (RMSNorm) is exactly 0 and `eps = 0` gives NaN (`0 · 1/√0`); with `eps > 0` such a row gives
+/// `β` (or 0). Constant rows are detected exactly (their mean is the constant, their variance
+/// 0). A NaN or ±∞ in a row makes that row's `out` NaN and touches no other row; `sum_out`
+/// keeps the element-wise sums. Rows whose f32 sum overflows (|h| ≈ 10³⁸) are out of range.
 pub fn add_norm(
     inputs: &NormInputs,
     params: &NormParams,
     out: &mut ViewMut,
     sum_out: Option<&mut ViewMut>,
 ) -> Result<()> {
-    crate::reference::add_norm(inputs, params, out, sum_out)
+    let dims = check_args(inputs, params, out, sum_out.as_deref())?;
+    let isa = effective_isa();
+    let plan = Plan::new(
+        dims,
+        params,
+        Source::Input(inputs.x),
+        inputs.residual.map(Source::Input),
+        &NormWeights { bias: inputs.bias, gamma: inputs.gamma, beta: inputs.beta },
+        out.shared(),
+        sum_out.map(|s| s.shared()),
+        isa,
+    );
+    plan.run(isa);
+    Ok(())
+}
+
+/// Post-norm for engines with one buffer: `inout ← norm(inout + other + bias)·γ + β`.
+///
+/// The result overwrites `inout`. Addition commutes exactly in f32, so this serves both
+/// "the output overwrites x" (`inout` = x, `other` = the residual) and "the output overwrites
+/// the residual stream" (`inout` = residual, `other` = the sublayer output, BERT's
+/// `hidden = LN(sublayer + hidden)`); either way it equals [`add_norm`] bit for bit.
+/// `other = None` is a plain in-place LayerNorm/RMSNorm. In errors `inout` is named `x`
+/// (and `out`), `other` `residual`.
+pub fn add_norm_in_place(
+    inout: &mut ViewMut,
+    other: Option<&View>,
+    weights: &NormWeights,
+    params: &NormParams,
+) -> Result<()> {
+    let inputs = NormInputs {
+        x: inout.as_view(),
+        residual: other.copied(),
+        bias: weights.bias,
+        gamma: weights.gamma,
+        beta: weights.beta,
+    };
+    let dims = check_args(&inputs, params, inout, None)?;
+    let isa = effective_isa();
+    let plan =
+        Plan::new(dims, params, Source::Out, other.copied().map(Source::Input), weights, inout.shared(), None, isa);
+    plan.run(isa);
+    Ok(())
+}
+
+/// Pre-norm for engines with one residual buffer: `residual ← h = x + residual + bias`, and
+/// `out = norm(h)·γ + β`, in one pass (GPT-2's `h = h + sublayer(ln(h))` followed by the next
+/// `ln`).
+///
+/// Equals [`add_norm`] with `sum_out` = the residual, bit for bit. Passing the sublayer output
+/// as `residual` and the stream as `x` is equally valid (addition commutes exactly).
+pub fn add_norm_update_residual(
+    x: &View,
+    residual: &mut ViewMut,
+    weights: &NormWeights,
+    params: &NormParams,
+    out: &mut ViewMut,
+) -> Result<()> {
+    let inputs = NormInputs {
+        x: *x,
+        residual: Some(residual.as_view()),
+        bias: weights.bias,
+        gamma: weights.gamma,
+        beta: weights.beta,
+    };
+    let dims = check_args(&inputs, params, out, Some(residual))?;
+    let isa = effective_isa();
+    let plan = Plan::new(
+        dims,
+        params,
+        Source::Input(*x),
+        Some(Source::Sum),
+        weights,
+        out.shared(),
+        Some(residual.shared()),
+        isa,
+    );
+    plan.run(isa);
+    Ok(())
+}
+
+/// Where a matrix operand's rows come from: a read-only view, or the output (`Out`) or the
+/// sum output (`Sum`) read before this row of it is written (the in-place variants).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Input(View<'a>),
+    Out,
+    Sum,
+}
+
+/// A validated call: everything the row tasks need, shared by reference across them.
+struct Plan<'a> {
+    rows: usize,
+    hidden: usize,
+    kind: NormKind,
+    eps: f32,
+    x: Source<'a>,
+    residual: Option<Source<'a>>,
+    bias: Option<Cow<'a, [f32]>>,
+    gamma: Cow<'a, [f32]>,
+    beta: Option<Cow<'a, [f32]>>,
+    out: SharedOut<'a>,
+    sum: Option<SharedOut<'a>>,
+}
+
+/// A `[hidden]` vector as f32: borrowed when it is f32 already, widened once otherwise.
+fn vector_f32<'a>(view: View<'a>, hidden: usize, isa: Isa) -> Cow<'a, [f32]> {
+    let data = view.data();
+    match data {
+        Data::F32(s) => Cow::Borrowed(&s[..hidden]),
+        _ => {
+            let mut widened = vec![0f32; hidden];
+            data.widen(0, &mut widened, isa);
+            Cow::Owned(widened)
+        }
+    }
+}
+
+impl<'a> Plan<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dims: NormDims,
+        params: &NormParams,
+        x: Source<'a>,
+        residual: Option<Source<'a>>,
+        weights: &NormWeights<'a>,
+        out: SharedOut<'a>,
+        sum: Option<SharedOut<'a>>,
+        isa: Isa,
+    ) -> Self {
+        let hidden = dims.hidden;
+        Plan {
+            rows: dims.rows,
+            hidden,
+            kind: params.kind,
+            eps: params.eps,
+            x,
+            residual,
+            bias: weights.bias.map(|b| vector_f32(b, hidden, isa)),
+            gamma: vector_f32(weights.gamma, hidden, isa),
+            beta: weights.beta.map(|b| vector_f32(b, hidden, isa)),
+            out,
+            sum,
+        }
+    }
+
+    fn run(&self, isa: Isa) {
+        let top = isa.min(Isa::Avx512);
+        record_dispatch(top);
+        if self.rows == 0 || self.hidden == 0 {
+            return;
+        }
+        let block_rows = (BLOCK_ELEMS / self.hidden).max(1);
+        let blocks = self.rows.div_ceil(block_rows);
+        let run_block = |scratch: &mut Scratch, block: usize| {
+            let rows = block * block_rows..((block + 1) * block_rows).min(self.rows);
+            vectorize(top, Block { plan: self, rows, scratch, isa: top });
+        };
+        if blocks > 1 && self.rows * self.hidden >= PARALLEL_MIN_ELEMS && rayon::current_num_threads() > 1 {
+            (0..blocks).into_par_iter().for_each_init(|| Scratch::new(self.hidden), run_block);
+        } else {
+            let mut scratch = Scratch::new(self.hidden);
+            (0..blocks).for_each(|block| run_block(&mut scratch, block));
+        }
+    }
+
+    /// The element offset of `row` in a matrix operand.
+    fn row_offset(&self, src: Source, row: usize) -> usize {
+        let stride = match src {
+            Source::Input(view) => view.strides()[0],
+            Source::Out => self.out.layout().strides()[0],
+            Source::Sum => self.sum.as_ref().map_or(0, |s| s.layout().strides()[0]),
+        };
+        row * stride
+    }
+
+    /// Elements `c0..c0 + len` of `row` of `src` as f32: borrowed when f32, else widened into `buf`.
+    ///
+    /// For `Out`/`Sum` the caller must own `row` (no other task touches it) and must not hold
+    /// a write to the same run while the returned slice lives.
+    fn read<'s>(
+        &'s self,
+        src: Source<'s>,
+        row: usize,
+        c0: usize,
+        len: usize,
+        buf: &'s mut [f32],
+        isa: Isa,
+    ) -> &'s [f32] {
+        let offset = self.row_offset(src, row) + c0;
+        let shared = match src {
+            Source::Input(view) => {
+                return match view.data() {
+                    Data::F32(s) => &s[offset..offset + len],
+                    data => {
+                        data.widen(offset, &mut buf[..len], isa);
+                        &buf[..len]
+                    }
+                };
+            }
+            Source::Out => &self.out,
+            Source::Sum => self.sum.as_ref().expect("a Sum source comes with sum_out"),
+        };
+        // SAFETY: the row belongs to the calling task (blocks of rows are disjoint and each
+        // is processed by one task), and the row's writes happen only after this read's slice
+        // is last used (see `process_row`), so no access to this run overlaps this one.
+        match unsafe { shared.run(offset, len) } {
+            DataMut::F32(run) => run,
+            other => {
+                other.as_data().widen(0, &mut buf[..len], isa);
+                &buf[..len]
+            }
+        }
+    }
+}
+
+/// Per-task buffers: the row's `h` (f32) and chunk buffers for widening and rounding.
+struct Scratch {
+    h: Vec<f32>,
+    x: Vec<f32>,
+    r: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(hidden: usize) -> Self {
+        let chunk = CHUNK.min(hidden);
+        Scratch { h: vec![0.0; hidden], x: vec![0.0; chunk], r: vec![0.0; chunk], y: vec![0.0; chunk] }
+    }
+}
+
+/// One block of rows, run under one SIMD backend.
+struct Block<'p, 's> {
+    plan: &'p Plan<'p>,
+    rows: std::ops::Range<usize>,
+    scratch: &'s mut Scratch,
+    isa: Isa,
+}
+
+impl WithSimd for Block<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        for row in self.rows.clone() {
+            process_row(simd, self.plan, row, self.scratch, self.isa);
+        }
+    }
+}
+
+/// Running statistics of pass 1: two vector accumulators (to shorten the add chain) plus
+/// the scalar tail. LayerNorm keeps sum, min and max; RMSNorm the sum of squares.
+struct Pass1<S: Simd> {
+    sum: [S::f32s; 2],
+    min: S::f32s,
+    max: S::f32s,
+    tail_sum: f32,
+    tail_min: f32,
+    tail_max: f32,
+}
+
+impl<S: Simd> Pass1<S> {
+    #[inline(always)]
+    fn new(simd: S) -> Self {
+        Pass1 {
+            sum: [simd.splat_f32s(0.0); 2],
+            min: simd.splat_f32s(f32::INFINITY),
+            max: simd.splat_f32s(f32::NEG_INFINITY),
+            tail_sum: 0.0,
+            tail_min: f32::INFINITY,
+            tail_max: f32::NEG_INFINITY,
+        }
+    }
+
+    #[inline(always)]
+    fn feed(&mut self, simd: S, square: bool, lane: usize, v: S::f32s) {
+        if square {
+            self.sum[lane & 1] = simd.mul_add_e_f32s(v, v, self.sum[lane & 1]);
+        } else {
+            self.sum[lane & 1] = simd.add_f32s(self.sum[lane & 1], v);
+            self.min = simd.min_f32s(self.min, v);
+            self.max = simd.max_f32s(self.max, v);
+        }
+    }
+
+    #[inline(always)]
+    fn feed_scalar(&mut self, square: bool, v: f32) {
+        if square {
+            self.tail_sum += v * v;
+        } else {
+            self.tail_sum += v;
+            self.tail_min = self.tail_min.min(v);
+            self.tail_max = self.tail_max.max(v);
+        }
+    }
+
+    /// (sum, min, max) over everything fed.
+    #[inline(always)]
+    fn finish(&self, simd: S) -> (f32, f32, f32) {
+        let sum = simd.reduce_sum_f32s(simd.add_f32s(self.sum[0], self.sum[1])) + self.tail_sum;
+        let min = simd.reduce_min_f32s(self.min).min(self.tail_min);
+        let max = simd.reduce_max_f32s(self.max).max(self.tail_max);
+        (sum, min, max)
+    }
+}
+
+/// `h = x [+ r] [+ b]` for one chunk, feeding the statistics.
+#[inline(always)]
+fn add_chunk<S: Simd>(
+    simd: S,
+    x: &[f32],
+    r: Option<&[f32]>,
+    b: Option<&[f32]>,
+    h: &mut [f32],
+    square: bool,
+    acc: &mut Pass1<S>,
+) {
+    let (hv, ht) = S::as_mut_simd_f32s(h);
+    let (xv, xt) = S::as_simd_f32s(x);
+    let n = hv.len();
+    match (r, b) {
+        (Some(r), Some(b)) => {
+            let (rv, rt) = S::as_simd_f32s(r);
+            let (bv, bt) = S::as_simd_f32s(b);
+            for i in 0..n {
+                let v = simd.add_f32s(simd.add_f32s(xv[i], rv[i]), bv[i]);
+                hv[i] = v;
+                acc.feed(simd, square, i, v);
+            }
+            for i in 0..ht.len() {
+                ht[i] = (xt[i] + rt[i]) + bt[i];
+                acc.feed_scalar(square, ht[i]);
+            }
+        }
+        (Some(r), None) | (None, Some(r)) => {
+            let (rv, rt) = S::as_simd_f32s(r);
+            for i in 0..n {
+                let v = simd.add_f32s(xv[i], rv[i]);
+                hv[i] = v;
+                acc.feed(simd, square, i, v);
+            }
+            for i in 0..ht.len() {
+                ht[i] = xt[i] + rt[i];
+                acc.feed_scalar(square, ht[i]);
+            }
+        }
+        (None, None) => {
+            for i in 0..n {
+                hv[i] = xv[i];
+                acc.feed(simd, square, i, xv[i]);
+            }
+            for i in 0..ht.len() {
+                ht[i] = xt[i];
+                acc.feed_scalar(square, ht[i]);
+            }
+        }
+    }
+}
+
+/// Statistics of an `h` that needs no add (plain norm of an f32 input).
+#[inline(always)]
+fn feed_only<S: Simd>(simd: S, h: &[f32], square: bool, acc: &mut Pass1<S>) {
+    let (hv, ht) = S::as_simd_f32s(h);
+    for (i, &v) in hv.iter().enumerate() {
+        acc.feed(simd, square, i, v);
+    }
+    for &v in ht {
+        acc.feed_scalar(square, v);
+    }
+}
+
+/// Pass 2 of LayerNorm: `(Σ(h − m), Σ(h − m)²)` with four accumulators each.
+#[inline(always)]
+fn centred_sums<S: Simd>(simd: S, h: &[f32], m: f32) -> (f32, f32) {
+    let (hv, ht) = S::as_simd_f32s(h);
+    let mv = simd.splat_f32s(m);
+    let zero = simd.splat_f32s(0.0);
+    let (mut s1, mut s2) = ([zero; 4], [zero; 4]);
+    let quads = hv.chunks_exact(4);
+    let rest = quads.remainder();
+    for quad in quads {
+        for k in 0..4 {
+            let d = simd.sub_f32s(quad[k], mv);
+            s1[k] = simd.add_f32s(s1[k], d);
+            s2[k] = simd.mul_add_e_f32s(d, d, s2[k]);
+        }
+    }
+    for (k, &v) in rest.iter().enumerate() {
+        let d = simd.sub_f32s(v, mv);
+        s1[k] = simd.add_f32s(s1[k], d);
+        s2[k] = simd.mul_add_e_f32s(d, d, s2[k]);
+    }
+    let fold =
+        |s: [S::f32s; 4]| simd.reduce_sum_f32s(simd.add_f32s(simd.add_f32s(s[0], s[1]), simd.add_f32s(s[2], s[3])));
+    let (mut t1, mut t2) = (fold(s1), fold(s2));
+    for &v in ht {
+        let d = v - m;
+        t1 += d;
+        t2 += d * d;
+    }
+    (t1, t2)
+}
+
+/// Pass 3: `y = (h − mean)·inv·γ [+ β]`.
+#[inline(always)]
+fn scale_chunk<S: Simd>(simd: S, h: &[f32], mean: f32, inv: f32, gamma: &[f32], beta: Option<&[f32]>, y: &mut [f32]) {
+    let (yv, yt) = S::as_mut_simd_f32s(y);
+    let (hv, ht) = S::as_simd_f32s(h);
+    let (gv, gt) = S::as_simd_f32s(gamma);
+    let (mv, iv) = (simd.splat_f32s(mean), simd.splat_f32s(inv));
+    match beta {
+        Some(beta) => {
+            let (bv, bt) = S::as_simd_f32s(beta);
+            for i in 0..yv.len() {
+                let t = simd.mul_f32s(simd.sub_f32s(hv[i], mv), iv);
+                yv[i] = simd.mul_add_e_f32s(t, gv[i], bv[i]);
+            }
+            for i in 0..yt.len() {
+                yt[i] = ((ht[i] - mean) * inv).mul_add(gt[i], bt[i]);
+            }
+        }
+        None => {
+            for i in 0..yv.len() {
+                yv[i] = simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(hv[i], mv), iv), gv[i]);
+            }
+            for i in 0..yt.len() {
+                yt[i] = (ht[i] - mean) * inv * gt[i];
+            }
+        }
+    }
+}
+
+/// One row: form `h` (pass 1, with its statistics and the `sum_out` store), the centred
+/// variance (pass 2, LayerNorm), then scale, shift and store `out` (pass 3).
+#[inline(always)]
+fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch, isa: Isa) {
+    let n = plan.hidden;
+    let square = plan.kind == NormKind::RmsNorm;
+    let Scratch { h: h_buf, x: x_buf, r: r_buf, y: y_buf } = scratch;
+    let mut acc = Pass1::new(simd);
+    // A plain norm of an f32 input view reads the row in place; everything else forms `h`.
+    let direct = match (plan.x, plan.residual, &plan.bias, &plan.sum) {
+        (Source::Input(view), None, None, None) => match view.data() {
+            Data::F32(s) => {
+                let offset = plan.row_offset(plan.x, row);
+                Some(&s[offset..offset + n])
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let h: &[f32] = match direct {
+        Some(h) => {
+            feed_only(simd, h, square, &mut acc);
+            h
+        }
+        None => {
+            for c0 in (0..n).step_by(CHUNK) {
+                let len = CHUNK.min(n - c0);
+                let x = plan.read(plan.x, row, c0, len, x_buf, isa);
+                let r = plan.residual.map(|src| plan.read(src, row, c0, len, r_buf, isa));
+                let b = plan.bias.as_deref().map(|b| &b[c0..c0 + len]);
+                add_chunk(simd, x, r, b, &mut h_buf[c0..c0 + len], square, &mut acc);
+                if let Some(sum) = &plan.sum {
+                    let offset = plan.row_offset(Source::Sum, row) + c0;
+                    // SAFETY: this task owns the row; the reads of this run above (`r` when
+                    // the residual is the sum buffer) are no longer used.
+                    unsafe { sum.run(offset, len) }.store(0, &h_buf[c0..c0 + len], isa);
+                }
+            }
+            h_buf
+        }
+    };
+    let (sum, min, max) = acc.finish(simd);
+    let count = n as f32;
+    let (mean, inv) = match plan.kind {
+        NormKind::LayerNorm => {
+            let mut m = sum / count;
+            // A constant row's mean is the constant exactly (the rounded sum/n need not be),
+            // so its variance is exactly 0. A NaN anywhere keeps the sum NaN.
+            if min == max && min.is_finite() && !sum.is_nan() {
+                m = min;
+            }
+            let (s1, s2) = centred_sums(simd, h, m);
+            let shift = s1 / count;
+            let var = s2 / count - shift * shift;
+            // Not `max(0.0)`: that would turn a NaN variance into 0.
+            let var = if var < 0.0 { 0.0 } else { var };
+            (m + shift, 1.0 / (var + plan.eps).sqrt())
+        }
+        NormKind::RmsNorm => (0.0, 1.0 / (sum / count + plan.eps).sqrt()),
+    };
+    let out_offset = plan.row_offset(Source::Out, row);
+    for c0 in (0..n).step_by(CHUNK) {
+        let len = CHUNK.min(n - c0);
+        let (hc, gamma) = (&h[c0..c0 + len], &plan.gamma[c0..c0 + len]);
+        let beta = plan.beta.as_deref().map(|b| &b[c0..c0 + len]);
+        // SAFETY: this task owns the row; `h` is in the scratch (or a read-only input), so
+        // no slice read from this run is alive.
+        match unsafe { plan.out.run(out_offset + c0, len) } {
+            DataMut::F32(y) => scale_chunk(simd, hc, mean, inv, gamma, beta, y),
+            mut y => {
+                let y_chunk = &mut y_buf[..len];
+                scale_chunk(simd, hc, mean, inv, gamma, beta, y_chunk);
+                y.store(0, y_chunk, isa);
+            }
+        }
+    }
 }

@@ -381,10 +381,11 @@ impl WithSimd for Block<'_, '_> {
     }
 }
 
-/// Running statistics of pass 1: two vector accumulators (to shorten the add chain) plus
-/// the scalar tail. LayerNorm keeps sum, min and max; RMSNorm the sum of squares.
+/// Running statistics of pass 1: two vector sums (alternating, to halve the add chain),
+/// min and max, plus the scalar tail. LayerNorm keeps sum, min and max; RMSNorm
+/// (`SQUARE`) the sum of squares.
 struct Pass1<S: Simd> {
-    sum: [S::f32s; 2],
+    sum: (S::f32s, S::f32s),
     min: S::f32s,
     max: S::f32s,
     tail_sum: f32,
@@ -396,7 +397,7 @@ impl<S: Simd> Pass1<S> {
     #[inline(always)]
     fn new(simd: S) -> Self {
         Pass1 {
-            sum: [simd.splat_f32s(0.0); 2],
+            sum: (simd.splat_f32s(0.0), simd.splat_f32s(0.0)),
             min: simd.splat_f32s(f32::INFINITY),
             max: simd.splat_f32s(f32::NEG_INFINITY),
             tail_sum: 0.0,
@@ -405,32 +406,43 @@ impl<S: Simd> Pass1<S> {
         }
     }
 
+    /// Feeds the vectors of `h` (the iterator may store them as it yields) and the scalar tail.
     #[inline(always)]
-    fn feed(&mut self, simd: S, square: bool, lane: usize, v: S::f32s) {
-        if square {
-            self.sum[lane & 1] = simd.mul_add_e_f32s(v, v, self.sum[lane & 1]);
-        } else {
-            self.sum[lane & 1] = simd.add_f32s(self.sum[lane & 1], v);
-            self.min = simd.min_f32s(self.min, v);
-            self.max = simd.max_f32s(self.max, v);
+    fn feed<const SQUARE: bool>(
+        &mut self,
+        simd: S,
+        vectors: impl Iterator<Item = S::f32s>,
+        tail: impl Iterator<Item = f32>,
+    ) {
+        let (mut s0, mut s1) = self.sum;
+        let (mut lo, mut hi) = (self.min, self.max);
+        for v in vectors {
+            if SQUARE {
+                s0 = simd.mul_add_e_f32s(v, v, s0);
+            } else {
+                s0 = simd.add_f32s(s0, v);
+                lo = simd.min_f32s(lo, v);
+                hi = simd.max_f32s(hi, v);
+            }
+            std::mem::swap(&mut s0, &mut s1);
         }
-    }
-
-    #[inline(always)]
-    fn feed_scalar(&mut self, square: bool, v: f32) {
-        if square {
-            self.tail_sum += v * v;
-        } else {
-            self.tail_sum += v;
-            self.tail_min = self.tail_min.min(v);
-            self.tail_max = self.tail_max.max(v);
+        self.sum = (s0, s1);
+        (self.min, self.max) = (lo, hi);
+        for v in tail {
+            if SQUARE {
+                self.tail_sum += v * v;
+            } else {
+                self.tail_sum += v;
+                self.tail_min = self.tail_min.min(v);
+                self.tail_max = self.tail_max.max(v);
+            }
         }
     }
 
     /// (sum, min, max) over everything fed.
     #[inline(always)]
     fn finish(&self, simd: S) -> (f32, f32, f32) {
-        let sum = simd.reduce_sum_f32s(simd.add_f32s(self.sum[0], self.sum[1])) + self.tail_sum;
+        let sum = simd.reduce_sum_f32s(simd.add_f32s(self.sum.0, self.sum.1)) + self.tail_sum;
         let min = simd.reduce_min_f32s(self.min).min(self.tail_min);
         let max = simd.reduce_max_f32s(self.max).max(self.tail_max);
         (sum, min, max)
@@ -439,66 +451,53 @@ impl<S: Simd> Pass1<S> {
 
 /// `h = x [+ r] [+ b]` for one chunk, feeding the statistics.
 #[inline(always)]
-fn add_chunk<S: Simd>(
+fn add_chunk<S: Simd, const SQUARE: bool>(
     simd: S,
     x: &[f32],
     r: Option<&[f32]>,
     b: Option<&[f32]>,
     h: &mut [f32],
-    square: bool,
     acc: &mut Pass1<S>,
 ) {
     let (hv, ht) = S::as_mut_simd_f32s(h);
     let (xv, xt) = S::as_simd_f32s(x);
-    let n = hv.len();
     match (r, b) {
         (Some(r), Some(b)) => {
             let (rv, rt) = S::as_simd_f32s(r);
             let (bv, bt) = S::as_simd_f32s(b);
-            for i in 0..n {
-                let v = simd.add_f32s(simd.add_f32s(xv[i], rv[i]), bv[i]);
-                hv[i] = v;
-                acc.feed(simd, square, i, v);
-            }
-            for i in 0..ht.len() {
-                ht[i] = (xt[i] + rt[i]) + bt[i];
-                acc.feed_scalar(square, ht[i]);
-            }
+            let vectors = hv.iter_mut().zip(xv).zip(rv).zip(bv).map(|(((h, &x), &r), &b)| {
+                *h = simd.add_f32s(simd.add_f32s(x, r), b);
+                *h
+            });
+            let tail = ht.iter_mut().zip(xt).zip(rt).zip(bt).map(|(((h, &x), &r), &b)| {
+                *h = (x + r) + b;
+                *h
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
         }
         (Some(r), None) | (None, Some(r)) => {
             let (rv, rt) = S::as_simd_f32s(r);
-            for i in 0..n {
-                let v = simd.add_f32s(xv[i], rv[i]);
-                hv[i] = v;
-                acc.feed(simd, square, i, v);
-            }
-            for i in 0..ht.len() {
-                ht[i] = xt[i] + rt[i];
-                acc.feed_scalar(square, ht[i]);
-            }
+            let vectors = hv.iter_mut().zip(xv).zip(rv).map(|((h, &x), &r)| {
+                *h = simd.add_f32s(x, r);
+                *h
+            });
+            let tail = ht.iter_mut().zip(xt).zip(rt).map(|((h, &x), &r)| {
+                *h = x + r;
+                *h
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
         }
         (None, None) => {
-            for i in 0..n {
-                hv[i] = xv[i];
-                acc.feed(simd, square, i, xv[i]);
-            }
-            for i in 0..ht.len() {
-                ht[i] = xt[i];
-                acc.feed_scalar(square, ht[i]);
-            }
+            let vectors = hv.iter_mut().zip(xv).map(|(h, &x)| {
+                *h = x;
+                x
+            });
+            let tail = ht.iter_mut().zip(xt).map(|(h, &x)| {
+                *h = x;
+                x
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
         }
-    }
-}
-
-/// Statistics of an `h` that needs no add (plain norm of an f32 input).
-#[inline(always)]
-fn feed_only<S: Simd>(simd: S, h: &[f32], square: bool, acc: &mut Pass1<S>) {
-    let (hv, ht) = S::as_simd_f32s(h);
-    for (i, &v) in hv.iter().enumerate() {
-        acc.feed(simd, square, i, v);
-    }
-    for &v in ht {
-        acc.feed_scalar(square, v);
     }
 }
 
@@ -512,16 +511,16 @@ fn centred_sums<S: Simd>(simd: S, h: &[f32], m: f32) -> (f32, f32) {
     let quads = hv.chunks_exact(4);
     let rest = quads.remainder();
     for quad in quads {
-        for k in 0..4 {
-            let d = simd.sub_f32s(quad[k], mv);
+        for (k, &v) in quad.iter().enumerate() {
+            let d = simd.sub_f32s(v, mv);
             s1[k] = simd.add_f32s(s1[k], d);
             s2[k] = simd.mul_add_e_f32s(d, d, s2[k]);
         }
     }
-    for (k, &v) in rest.iter().enumerate() {
+    for &v in rest {
         let d = simd.sub_f32s(v, mv);
-        s1[k] = simd.add_f32s(s1[k], d);
-        s2[k] = simd.mul_add_e_f32s(d, d, s2[k]);
+        s1[0] = simd.add_f32s(s1[0], d);
+        s2[0] = simd.mul_add_e_f32s(d, d, s2[0]);
     }
     let fold =
         |s: [S::f32s; 4]| simd.reduce_sum_f32s(simd.add_f32s(simd.add_f32s(s[0], s[1]), simd.add_f32s(s[2], s[3])));
@@ -544,20 +543,19 @@ fn scale_chunk<S: Simd>(simd: S, h: &[f32], mean: f32, inv: f32, gamma: &[f32], 
     match beta {
         Some(beta) => {
             let (bv, bt) = S::as_simd_f32s(beta);
-            for i in 0..yv.len() {
-                let t = simd.mul_f32s(simd.sub_f32s(hv[i], mv), iv);
-                yv[i] = simd.mul_add_e_f32s(t, gv[i], bv[i]);
+            for (((y, &h), &g), &b) in yv.iter_mut().zip(hv).zip(gv).zip(bv) {
+                *y = simd.mul_add_e_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g, b);
             }
-            for i in 0..yt.len() {
-                yt[i] = ((ht[i] - mean) * inv).mul_add(gt[i], bt[i]);
+            for (((y, &h), &g), &b) in yt.iter_mut().zip(ht).zip(gt).zip(bt) {
+                *y = ((h - mean) * inv).mul_add(g, b);
             }
         }
         None => {
-            for i in 0..yv.len() {
-                yv[i] = simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(hv[i], mv), iv), gv[i]);
+            for ((y, &h), &g) in yv.iter_mut().zip(hv).zip(gv) {
+                *y = simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g);
             }
-            for i in 0..yt.len() {
-                yt[i] = (ht[i] - mean) * inv * gt[i];
+            for ((y, &h), &g) in yt.iter_mut().zip(ht).zip(gt) {
+                *y = (h - mean) * inv * g;
             }
         }
     }
@@ -584,7 +582,12 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
     };
     let h: &[f32] = match direct {
         Some(h) => {
-            feed_only(simd, h, square, &mut acc);
+            let (hv, ht) = S::as_simd_f32s(h);
+            if square {
+                acc.feed::<true>(simd, hv.iter().copied(), ht.iter().copied());
+            } else {
+                acc.feed::<false>(simd, hv.iter().copied(), ht.iter().copied());
+            }
             h
         }
         None => {
@@ -593,7 +596,12 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
                 let x = plan.read(plan.x, row, c0, len, x_buf, isa);
                 let r = plan.residual.map(|src| plan.read(src, row, c0, len, r_buf, isa));
                 let b = plan.bias.as_deref().map(|b| &b[c0..c0 + len]);
-                add_chunk(simd, x, r, b, &mut h_buf[c0..c0 + len], square, &mut acc);
+                let h_chunk = &mut h_buf[c0..c0 + len];
+                if square {
+                    add_chunk::<S, true>(simd, x, r, b, h_chunk, &mut acc);
+                } else {
+                    add_chunk::<S, false>(simd, x, r, b, h_chunk, &mut acc);
+                }
                 if let Some(sum) = &plan.sum {
                     let offset = plan.row_offset(Source::Sum, row) + c0;
                     // SAFETY: this task owns the row; the reads of this run above (`r` when

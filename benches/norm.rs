@@ -98,7 +98,13 @@ fn copy_pass(src: &[u8], dst: &mut [u8]) {
     dst.par_chunks_mut(BLOCK).zip(src.par_chunks(BLOCK)).for_each(|(d, s)| d.copy_from_slice(s));
 }
 
-fn bench_dtype<T: AddPass>(c: &mut Criterion, pools: &[(usize, rayon::ThreadPool)], name: &str, rows: usize, hidden: usize) {
+fn bench_dtype<T: AddPass>(
+    c: &mut Criterion,
+    pools: &[(usize, rayon::ThreadPool)],
+    name: &str,
+    rows: usize,
+    hidden: usize,
+) {
     let dtype = T::DTYPE;
     let mut rng = Rng::new(7);
     let n = rows * hidden;

@@ -109,8 +109,9 @@ const CHUNK: usize = 512;
 /// block size depends only on `hidden`, never on the thread count (rows are independent, so
 /// results are bit-identical for any split anyway).
 const BLOCK_ELEMS: usize = 32 * 1024;
-/// Below this many elements a call runs on the calling thread (measured crossover: rayon's
-/// fork/join costs a few microseconds, about the time of 64 Ki elements at L2 speed).
+/// Below this many elements a call runs on the calling thread. Rayon's fork/join costs a few
+/// microseconds; 64 Ki elements take ~10–40 µs here, so splitting smaller problems cannot pay.
+/// (Estimated, not cleanly measured: the shared 2-core build machine was fully loaded.)
 const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
 
 /// `h = x + residual + bias; out = norm(h)·γ + β`, writing `h` to `sum_out` when given.

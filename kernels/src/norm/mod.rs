@@ -635,6 +635,14 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
     let out_offset = plan.row_offset(Source::Out, row);
     for c0 in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - c0);
+        // The next row's inputs stream in while this row is scaled and stored.
+        if row + 1 < plan.rows {
+            for src in [Some(plan.x), plan.residual].into_iter().flatten() {
+                if let Source::Input(view) = src {
+                    prefetch(view.data(), plan.row_offset(src, row + 1) + c0, len);
+                }
+            }
+        }
         let (hc, gamma) = (&h[c0..c0 + len], &plan.gamma[c0..c0 + len]);
         let beta = plan.beta.as_deref().map(|b| &b[c0..c0 + len]);
         // SAFETY: this task owns the row; `h` is in the scratch (or a read-only input), so
@@ -648,4 +656,25 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
             }
         }
     }
+}
+
+/// Hints the cache lines of elements `offset..offset + len` of `data` into L2 (a wide row pair would not fit L1).
+#[inline(always)]
+fn prefetch(data: Data, offset: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let (ptr, bytes) = match data {
+            Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
+            Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+            Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+        };
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: `line < bytes`, so the address lies inside the slice just indexed; a
+            // prefetch is only a hint and never faults or changes memory (SSE is baseline).
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ptr.add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, offset, len);
 }

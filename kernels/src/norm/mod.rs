@@ -126,6 +126,10 @@ const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
 /// `β` (or 0). Constant rows are detected exactly (their mean is the constant, their variance
 /// 0). A NaN or ±∞ in a row makes that row's `out` NaN and touches no other row; `sum_out`
 /// keeps the element-wise sums. Rows whose f32 sum overflows (|h| ≈ 10³⁸) are out of range.
+///
+/// ISA: one body for every level (pulp's V4 / V3 / scalar); at `avx512bf16` bf16 outputs are
+/// rounded with `vcvtneps2bf16`, which flushes f32-subnormal results (|v| < 1.2·10⁻³⁸) to ±0.
+/// Rows are independent, so results are bit-identical for any thread count.
 pub fn add_norm(
     inputs: &NormInputs,
     params: &NormParams,
@@ -279,7 +283,8 @@ impl<'a> Plan<'a> {
     }
 
     fn run(&self, isa: Isa) {
-        let top = isa.min(Isa::Avx512);
+        // Avx512Bf16 differs from Avx512 only in how f32 results are rounded to bf16.
+        let top = isa.min(Isa::Avx512Bf16);
         record_dispatch(top);
         if self.rows == 0 || self.hidden == 0 {
             return;
@@ -607,7 +612,7 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
                     let offset = plan.row_offset(Source::Sum, row) + c0;
                     // SAFETY: this task owns the row; the reads of this run above (`r` when
                     // the residual is the sum buffer) are no longer used.
-                    unsafe { sum.run(offset, len) }.store(0, &h_buf[c0..c0 + len], isa);
+                    store(unsafe { sum.run(offset, len) }, &h_buf[c0..c0 + len], isa);
                 }
             }
             h_buf
@@ -649,10 +654,10 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
         // no slice read from this run is alive.
         match unsafe { plan.out.run(out_offset + c0, len) } {
             DataMut::F32(y) => scale_chunk(simd, hc, mean, inv, gamma, beta, y),
-            mut y => {
+            y => {
                 let y_chunk = &mut y_buf[..len];
                 scale_chunk(simd, hc, mean, inv, gamma, beta, y_chunk);
-                y.store(0, y_chunk, isa);
+                store(y, y_chunk, isa);
             }
         }
     }
@@ -677,4 +682,40 @@ fn prefetch(data: Data, offset: usize, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, offset, len);
+}
+
+/// Rounds `src` into `dst` (same length). At `Avx512Bf16`, bf16 results use `vcvtneps2bf16`
+/// (one instruction per 16 values, round-to-nearest-even like the portable path, but an
+/// f32-subnormal result, |v| < 1.2·10⁻³⁸, becomes ±0); everything else goes through
+/// [`DataMut::store`].
+#[inline(always)]
+fn store(mut dst: DataMut, src: &[f32], isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    if let DataMut::BF16(out) = &mut dst
+        && isa.min(crate::isa::detected_isa()) == Isa::Avx512Bf16
+    {
+        // SAFETY: the level is clamped to the detected one, so AVX512_BF16 (and F) are present.
+        let done = unsafe { round_bf16_avx512bf16(src, out) };
+        for (d, s) in out[done..].iter_mut().zip(&src[done..]) {
+            *d = crate::dtype::bf16::from_f32(*s);
+        }
+        return;
+    }
+    dst.store(0, src, isa);
+}
+
+/// The vector prefix of [`store`]'s bf16 path; returns how many elements it rounded.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn round_bf16_avx512bf16(src: &[f32], dst: &mut [crate::dtype::bf16]) -> usize {
+    use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+    let n = src.len().min(dst.len()) / 16 * 16;
+    for i in (0..n).step_by(16) {
+        // SAFETY: i + 16 <= n <= both lengths; unaligned load and store.
+        unsafe {
+            let packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(i)));
+            _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), std::mem::transmute::<_, __m256i>(packed));
+        }
+    }
+    n
 }

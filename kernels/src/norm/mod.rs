@@ -708,13 +708,13 @@ fn store(mut dst: DataMut, src: &[f32], isa: Isa) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 fn round_bf16_avx512bf16(src: &[f32], dst: &mut [crate::dtype::bf16]) -> usize {
-    use std::arch::x86_64::{__m256i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+    use std::arch::x86_64::{__m256bh, _mm512_cvtneps_pbh, _mm512_loadu_ps};
     let n = src.len().min(dst.len()) / 16 * 16;
     for i in (0..n).step_by(16) {
         // SAFETY: i + 16 <= n <= both lengths; unaligned load and store.
         unsafe {
             let packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(i)));
-            _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), std::mem::transmute::<_, __m256i>(packed));
+            dst.as_mut_ptr().add(i).cast::<__m256bh>().write_unaligned(packed);
         }
     }
     n

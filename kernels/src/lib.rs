@@ -42,6 +42,7 @@ pub mod dtype;
 pub mod error;
 pub mod isa;
 pub mod matmul;
+#[allow(unsafe_code)]
 pub mod norm;
 pub mod reference;
 #[allow(unsafe_code)]

@@ -7,7 +7,12 @@
 //! `E[h²] − mean²`, so rows with a large mean keep their accuracy.
 
 use crate::error::{Error, Result};
-use crate::tensor::{View, ViewMut};
+use crate::isa::{Isa, effective_isa, record_dispatch};
+use crate::simd::vectorize;
+use crate::tensor::{Data, DataMut, SharedOut, View, ViewMut};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+use std::borrow::Cow;
 
 /// Which normalisation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,15 +91,631 @@ pub fn check_args(
     Ok(NormDims { rows, hidden })
 }
 
-// TEMPORARY (replaced by the norm issue): forwards to the reference so code above the
-// kernels can be written against the final API.
+/// The per-row weights of the in-place variants: `bias`, `gamma`, `beta`, each `[hidden]`.
+#[derive(Clone, Copy, Debug)]
+pub struct NormWeights<'a> {
+    /// Added to the sum before normalising (the sublayer's bias, fused).
+    pub bias: Option<View<'a>>,
+    /// The scale γ.
+    pub gamma: View<'a>,
+    /// The shift β.
+    pub beta: Option<View<'a>>,
+}
+
+/// Elements per chunk when 16-bit rows are widened or outputs are rounded (a multiple of every
+/// vector width, so chunking never changes which lane an element accumulates in).
+const CHUNK: usize = 512;
+/// Elements of work per parallel piece: rows are grouped into blocks of about this size. The
+/// block size depends only on `hidden`, never on the thread count (rows are independent, so
+/// results are bit-identical for any split anyway).
+const BLOCK_ELEMS: usize = 32 * 1024;
+/// Below this many elements a call runs on the calling thread. Rayon's fork/join costs a few
+/// microseconds; 64 Ki elements take ~10–40 µs here, so splitting smaller problems cannot pay.
+/// (Estimated, not cleanly measured: the shared 2-core build machine was fully loaded.)
+const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
 
 /// `h = x + residual + bias; out = norm(h)·γ + β`, writing `h` to `sum_out` when given.
+///
+/// Per row: `h` is formed in f32 (`(x + residual) + bias`, each input widened exactly), the
+/// statistics are taken from `h` in f32 with two passes over the row while it is in cache
+/// (mean, then the centred sum of squares with the mean corrected by `Σ(h − mean)/n`), and
+/// `out` is rounded once to its dtype. `x + residual` is never written to memory and read back.
+///
+/// Edge cases, as the reference defines them: a row whose variance (LayerNorm) or mean square
+/// (RMSNorm) is exactly 0 and `eps = 0` gives NaN (`0 · 1/√0`); with `eps > 0` such a row gives
+/// `β` (or 0). Constant rows are detected exactly (their mean is the constant, their variance
+/// 0). A NaN or ±∞ in a row makes that row's `out` NaN and touches no other row; `sum_out`
+/// keeps the element-wise sums. Rows whose f32 sum overflows (|h| ≈ 10³⁸) are out of range.
+///
+/// ISA: one body for every level (pulp's V4 / V3 / scalar); at `avx512bf16` bf16 outputs are
+/// rounded with `vcvtneps2bf16`, which flushes f32-subnormal results (|v| < 1.2·10⁻³⁸) to ±0.
+/// Rows are independent, so results are bit-identical for any thread count.
 pub fn add_norm(
     inputs: &NormInputs,
     params: &NormParams,
     out: &mut ViewMut,
     sum_out: Option<&mut ViewMut>,
 ) -> Result<()> {
-    crate::reference::add_norm(inputs, params, out, sum_out)
+    let dims = check_args(inputs, params, out, sum_out.as_deref())?;
+    let isa = effective_isa();
+    let plan = Plan::new(
+        dims,
+        params,
+        Source::Input(inputs.x),
+        inputs.residual.map(Source::Input),
+        &NormWeights { bias: inputs.bias, gamma: inputs.gamma, beta: inputs.beta },
+        out.shared(),
+        sum_out.map(|s| s.shared()),
+        isa,
+    );
+    plan.run(isa);
+    Ok(())
+}
+
+/// Post-norm for engines with one buffer: `inout ← norm(inout + other + bias)·γ + β`.
+///
+/// The result overwrites `inout`. Addition commutes exactly in f32, so this serves both
+/// "the output overwrites x" (`inout` = x, `other` = the residual) and "the output overwrites
+/// the residual stream" (`inout` = residual, `other` = the sublayer output, BERT's
+/// `hidden = LN(sublayer + hidden)`); either way it equals [`add_norm`] bit for bit.
+/// `other = None` is a plain in-place LayerNorm/RMSNorm. In errors `inout` is named `x`
+/// (and `out`), `other` `residual`.
+pub fn add_norm_in_place(
+    inout: &mut ViewMut,
+    other: Option<&View>,
+    weights: &NormWeights,
+    params: &NormParams,
+) -> Result<()> {
+    let inputs = NormInputs {
+        x: inout.as_view(),
+        residual: other.copied(),
+        bias: weights.bias,
+        gamma: weights.gamma,
+        beta: weights.beta,
+    };
+    let dims = check_args(&inputs, params, inout, None)?;
+    let isa = effective_isa();
+    let plan =
+        Plan::new(dims, params, Source::Out, other.copied().map(Source::Input), weights, inout.shared(), None, isa);
+    plan.run(isa);
+    Ok(())
+}
+
+/// Pre-norm for engines with one residual buffer: `residual ← h = x + residual + bias`, and
+/// `out = norm(h)·γ + β`, in one pass (GPT-2's `h = h + sublayer(ln(h))` followed by the next
+/// `ln`).
+///
+/// Equals [`add_norm`] with `sum_out` = the residual, bit for bit. Passing the sublayer output
+/// as `residual` and the stream as `x` is equally valid (addition commutes exactly).
+pub fn add_norm_update_residual(
+    x: &View,
+    residual: &mut ViewMut,
+    weights: &NormWeights,
+    params: &NormParams,
+    out: &mut ViewMut,
+) -> Result<()> {
+    let inputs = NormInputs {
+        x: *x,
+        residual: Some(residual.as_view()),
+        bias: weights.bias,
+        gamma: weights.gamma,
+        beta: weights.beta,
+    };
+    let dims = check_args(&inputs, params, out, Some(residual))?;
+    let isa = effective_isa();
+    let plan = Plan::new(
+        dims,
+        params,
+        Source::Input(*x),
+        Some(Source::Sum),
+        weights,
+        out.shared(),
+        Some(residual.shared()),
+        isa,
+    );
+    plan.run(isa);
+    Ok(())
+}
+
+/// Where a matrix operand's rows come from: a read-only view, or the output (`Out`) or the
+/// sum output (`Sum`) read before this row of it is written (the in-place variants).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Input(View<'a>),
+    Out,
+    Sum,
+}
+
+/// A validated call: everything the row tasks need, shared by reference across them.
+struct Plan<'a> {
+    rows: usize,
+    hidden: usize,
+    kind: NormKind,
+    eps: f32,
+    x: Source<'a>,
+    residual: Option<Source<'a>>,
+    bias: Option<Cow<'a, [f32]>>,
+    gamma: Cow<'a, [f32]>,
+    beta: Option<Cow<'a, [f32]>>,
+    out: SharedOut<'a>,
+    sum: Option<SharedOut<'a>>,
+}
+
+/// A `[hidden]` vector as f32: borrowed when it is f32 already, widened once otherwise.
+fn vector_f32<'a>(view: View<'a>, hidden: usize, isa: Isa) -> Cow<'a, [f32]> {
+    let data = view.data();
+    match data {
+        Data::F32(s) => Cow::Borrowed(&s[..hidden]),
+        _ => {
+            let mut widened = vec![0f32; hidden];
+            data.widen(0, &mut widened, isa);
+            Cow::Owned(widened)
+        }
+    }
+}
+
+impl<'a> Plan<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dims: NormDims,
+        params: &NormParams,
+        x: Source<'a>,
+        residual: Option<Source<'a>>,
+        weights: &NormWeights<'a>,
+        out: SharedOut<'a>,
+        sum: Option<SharedOut<'a>>,
+        isa: Isa,
+    ) -> Self {
+        let hidden = dims.hidden;
+        Plan {
+            rows: dims.rows,
+            hidden,
+            kind: params.kind,
+            eps: params.eps,
+            x,
+            residual,
+            bias: weights.bias.map(|b| vector_f32(b, hidden, isa)),
+            gamma: vector_f32(weights.gamma, hidden, isa),
+            beta: weights.beta.map(|b| vector_f32(b, hidden, isa)),
+            out,
+            sum,
+        }
+    }
+
+    fn run(&self, isa: Isa) {
+        // Avx512Bf16 differs from Avx512 only in how f32 results are rounded to bf16.
+        let top = isa.min(Isa::Avx512Bf16);
+        record_dispatch(top);
+        if self.rows == 0 || self.hidden == 0 {
+            return;
+        }
+        let block_rows = (BLOCK_ELEMS / self.hidden).max(1);
+        let blocks = self.rows.div_ceil(block_rows);
+        let run_block = |scratch: &mut Scratch, block: usize| {
+            let rows = block * block_rows..((block + 1) * block_rows).min(self.rows);
+            vectorize(top, Block { plan: self, rows, scratch, isa: top });
+        };
+        if blocks > 1 && self.rows * self.hidden >= PARALLEL_MIN_ELEMS && rayon::current_num_threads() > 1 {
+            (0..blocks).into_par_iter().for_each_init(|| Scratch::new(self.hidden), run_block);
+        } else {
+            let mut scratch = Scratch::new(self.hidden);
+            (0..blocks).for_each(|block| run_block(&mut scratch, block));
+        }
+    }
+
+    /// The element offset of `row` in a matrix operand.
+    fn row_offset(&self, src: Source, row: usize) -> usize {
+        let stride = match src {
+            Source::Input(view) => view.strides()[0],
+            Source::Out => self.out.layout().strides()[0],
+            Source::Sum => self.sum.as_ref().map_or(0, |s| s.layout().strides()[0]),
+        };
+        row * stride
+    }
+
+    /// Elements `c0..c0 + len` of `row` of `src` as f32: borrowed when f32, else widened into `buf`.
+    ///
+    /// For `Out`/`Sum` the caller must own `row` (no other task touches it) and must not hold
+    /// a write to the same run while the returned slice lives.
+    fn read<'s>(
+        &'s self,
+        src: Source<'s>,
+        row: usize,
+        c0: usize,
+        len: usize,
+        buf: &'s mut [f32],
+        isa: Isa,
+    ) -> &'s [f32] {
+        let offset = self.row_offset(src, row) + c0;
+        let shared = match src {
+            Source::Input(view) => {
+                return match view.data() {
+                    Data::F32(s) => &s[offset..offset + len],
+                    data => {
+                        data.widen(offset, &mut buf[..len], isa);
+                        &buf[..len]
+                    }
+                };
+            }
+            Source::Out => &self.out,
+            Source::Sum => self.sum.as_ref().expect("a Sum source comes with sum_out"),
+        };
+        // SAFETY: the row belongs to the calling task (blocks of rows are disjoint and each
+        // is processed by one task), and the row's writes happen only after this read's slice
+        // is last used (see `process_row`), so no access to this run overlaps this one.
+        match unsafe { shared.run(offset, len) } {
+            DataMut::F32(run) => run,
+            other => {
+                other.as_data().widen(0, &mut buf[..len], isa);
+                &buf[..len]
+            }
+        }
+    }
+}
+
+/// Per-task buffers: the row's `h` (f32) and chunk buffers for widening and rounding.
+struct Scratch {
+    h: Vec<f32>,
+    x: Vec<f32>,
+    r: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(hidden: usize) -> Self {
+        let chunk = CHUNK.min(hidden);
+        Scratch { h: vec![0.0; hidden], x: vec![0.0; chunk], r: vec![0.0; chunk], y: vec![0.0; chunk] }
+    }
+}
+
+/// One block of rows, run under one SIMD backend.
+struct Block<'p, 's> {
+    plan: &'p Plan<'p>,
+    rows: std::ops::Range<usize>,
+    scratch: &'s mut Scratch,
+    isa: Isa,
+}
+
+impl WithSimd for Block<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        for row in self.rows.clone() {
+            process_row(simd, self.plan, row, self.scratch, self.isa);
+        }
+    }
+}
+
+/// Running statistics of pass 1: two vector sums (alternating, to halve the add chain),
+/// min and max, plus the scalar tail. LayerNorm keeps sum, min and max; RMSNorm
+/// (`SQUARE`) the sum of squares.
+struct Pass1<S: Simd> {
+    sum: (S::f32s, S::f32s),
+    min: S::f32s,
+    max: S::f32s,
+    tail_sum: f32,
+    tail_min: f32,
+    tail_max: f32,
+}
+
+impl<S: Simd> Pass1<S> {
+    #[inline(always)]
+    fn new(simd: S) -> Self {
+        Pass1 {
+            sum: (simd.splat_f32s(0.0), simd.splat_f32s(0.0)),
+            min: simd.splat_f32s(f32::INFINITY),
+            max: simd.splat_f32s(f32::NEG_INFINITY),
+            tail_sum: 0.0,
+            tail_min: f32::INFINITY,
+            tail_max: f32::NEG_INFINITY,
+        }
+    }
+
+    /// Feeds the vectors of `h` (the iterator may store them as it yields) and the scalar tail.
+    #[inline(always)]
+    fn feed<const SQUARE: bool>(
+        &mut self,
+        simd: S,
+        vectors: impl Iterator<Item = S::f32s>,
+        tail: impl Iterator<Item = f32>,
+    ) {
+        let (mut s0, mut s1) = self.sum;
+        let (mut lo, mut hi) = (self.min, self.max);
+        for v in vectors {
+            if SQUARE {
+                s0 = simd.mul_add_e_f32s(v, v, s0);
+            } else {
+                s0 = simd.add_f32s(s0, v);
+                lo = simd.min_f32s(lo, v);
+                hi = simd.max_f32s(hi, v);
+            }
+            std::mem::swap(&mut s0, &mut s1);
+        }
+        self.sum = (s0, s1);
+        (self.min, self.max) = (lo, hi);
+        for v in tail {
+            if SQUARE {
+                self.tail_sum += v * v;
+            } else {
+                self.tail_sum += v;
+                self.tail_min = self.tail_min.min(v);
+                self.tail_max = self.tail_max.max(v);
+            }
+        }
+    }
+
+    /// (sum, min, max) over everything fed.
+    #[inline(always)]
+    fn finish(&self, simd: S) -> (f32, f32, f32) {
+        let sum = simd.reduce_sum_f32s(simd.add_f32s(self.sum.0, self.sum.1)) + self.tail_sum;
+        let min = simd.reduce_min_f32s(self.min).min(self.tail_min);
+        let max = simd.reduce_max_f32s(self.max).max(self.tail_max);
+        (sum, min, max)
+    }
+}
+
+/// `h = x [+ r] [+ b]` for one chunk, feeding the statistics.
+#[inline(always)]
+fn add_chunk<S: Simd, const SQUARE: bool>(
+    simd: S,
+    x: &[f32],
+    r: Option<&[f32]>,
+    b: Option<&[f32]>,
+    h: &mut [f32],
+    acc: &mut Pass1<S>,
+) {
+    let (hv, ht) = S::as_mut_simd_f32s(h);
+    let (xv, xt) = S::as_simd_f32s(x);
+    match (r, b) {
+        (Some(r), Some(b)) => {
+            let (rv, rt) = S::as_simd_f32s(r);
+            let (bv, bt) = S::as_simd_f32s(b);
+            let vectors = hv.iter_mut().zip(xv).zip(rv).zip(bv).map(|(((h, &x), &r), &b)| {
+                *h = simd.add_f32s(simd.add_f32s(x, r), b);
+                *h
+            });
+            let tail = ht.iter_mut().zip(xt).zip(rt).zip(bt).map(|(((h, &x), &r), &b)| {
+                *h = (x + r) + b;
+                *h
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
+        }
+        (Some(r), None) | (None, Some(r)) => {
+            let (rv, rt) = S::as_simd_f32s(r);
+            let vectors = hv.iter_mut().zip(xv).zip(rv).map(|((h, &x), &r)| {
+                *h = simd.add_f32s(x, r);
+                *h
+            });
+            let tail = ht.iter_mut().zip(xt).zip(rt).map(|((h, &x), &r)| {
+                *h = x + r;
+                *h
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
+        }
+        (None, None) => {
+            let vectors = hv.iter_mut().zip(xv).map(|(h, &x)| {
+                *h = x;
+                x
+            });
+            let tail = ht.iter_mut().zip(xt).map(|(h, &x)| {
+                *h = x;
+                x
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
+        }
+    }
+}
+
+/// Pass 2 of LayerNorm: `(Σ(h − m), Σ(h − m)²)` with four accumulators each.
+#[inline(always)]
+fn centred_sums<S: Simd>(simd: S, h: &[f32], m: f32) -> (f32, f32) {
+    let (hv, ht) = S::as_simd_f32s(h);
+    let mv = simd.splat_f32s(m);
+    let zero = simd.splat_f32s(0.0);
+    let (mut s1, mut s2) = ([zero; 4], [zero; 4]);
+    let quads = hv.chunks_exact(4);
+    let rest = quads.remainder();
+    for quad in quads {
+        for (k, &v) in quad.iter().enumerate() {
+            let d = simd.sub_f32s(v, mv);
+            s1[k] = simd.add_f32s(s1[k], d);
+            s2[k] = simd.mul_add_e_f32s(d, d, s2[k]);
+        }
+    }
+    for &v in rest {
+        let d = simd.sub_f32s(v, mv);
+        s1[0] = simd.add_f32s(s1[0], d);
+        s2[0] = simd.mul_add_e_f32s(d, d, s2[0]);
+    }
+    let fold =
+        |s: [S::f32s; 4]| simd.reduce_sum_f32s(simd.add_f32s(simd.add_f32s(s[0], s[1]), simd.add_f32s(s[2], s[3])));
+    let (mut t1, mut t2) = (fold(s1), fold(s2));
+    for &v in ht {
+        let d = v - m;
+        t1 += d;
+        t2 += d * d;
+    }
+    (t1, t2)
+}
+
+/// Pass 3: `y = (h − mean)·inv·γ [+ β]`.
+#[inline(always)]
+fn scale_chunk<S: Simd>(simd: S, h: &[f32], mean: f32, inv: f32, gamma: &[f32], beta: Option<&[f32]>, y: &mut [f32]) {
+    let (yv, yt) = S::as_mut_simd_f32s(y);
+    let (hv, ht) = S::as_simd_f32s(h);
+    let (gv, gt) = S::as_simd_f32s(gamma);
+    let (mv, iv) = (simd.splat_f32s(mean), simd.splat_f32s(inv));
+    match beta {
+        Some(beta) => {
+            let (bv, bt) = S::as_simd_f32s(beta);
+            for (((y, &h), &g), &b) in yv.iter_mut().zip(hv).zip(gv).zip(bv) {
+                *y = simd.mul_add_e_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g, b);
+            }
+            for (((y, &h), &g), &b) in yt.iter_mut().zip(ht).zip(gt).zip(bt) {
+                *y = ((h - mean) * inv).mul_add(g, b);
+            }
+        }
+        None => {
+            for ((y, &h), &g) in yv.iter_mut().zip(hv).zip(gv) {
+                *y = simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g);
+            }
+            for ((y, &h), &g) in yt.iter_mut().zip(ht).zip(gt) {
+                *y = (h - mean) * inv * g;
+            }
+        }
+    }
+}
+
+/// One row: form `h` (pass 1, with its statistics and the `sum_out` store), the centred
+/// variance (pass 2, LayerNorm), then scale, shift and store `out` (pass 3).
+#[inline(always)]
+fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch, isa: Isa) {
+    let n = plan.hidden;
+    let square = plan.kind == NormKind::RmsNorm;
+    let Scratch { h: h_buf, x: x_buf, r: r_buf, y: y_buf } = scratch;
+    let mut acc = Pass1::new(simd);
+    // A plain norm of an f32 input view reads the row in place; everything else forms `h`.
+    let direct = match (plan.x, plan.residual, &plan.bias, &plan.sum) {
+        (Source::Input(view), None, None, None) => match view.data() {
+            Data::F32(s) => {
+                let offset = plan.row_offset(plan.x, row);
+                Some(&s[offset..offset + n])
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let h: &[f32] = match direct {
+        Some(h) => {
+            let (hv, ht) = S::as_simd_f32s(h);
+            if square {
+                acc.feed::<true>(simd, hv.iter().copied(), ht.iter().copied());
+            } else {
+                acc.feed::<false>(simd, hv.iter().copied(), ht.iter().copied());
+            }
+            h
+        }
+        None => {
+            for c0 in (0..n).step_by(CHUNK) {
+                let len = CHUNK.min(n - c0);
+                let x = plan.read(plan.x, row, c0, len, x_buf, isa);
+                let r = plan.residual.map(|src| plan.read(src, row, c0, len, r_buf, isa));
+                let b = plan.bias.as_deref().map(|b| &b[c0..c0 + len]);
+                let h_chunk = &mut h_buf[c0..c0 + len];
+                if square {
+                    add_chunk::<S, true>(simd, x, r, b, h_chunk, &mut acc);
+                } else {
+                    add_chunk::<S, false>(simd, x, r, b, h_chunk, &mut acc);
+                }
+                if let Some(sum) = &plan.sum {
+                    let offset = plan.row_offset(Source::Sum, row) + c0;
+                    // SAFETY: this task owns the row; the reads of this run above (`r` when
+                    // the residual is the sum buffer) are no longer used.
+                    store(unsafe { sum.run(offset, len) }, &h_buf[c0..c0 + len], isa);
+                }
+            }
+            h_buf
+        }
+    };
+    let (sum, min, max) = acc.finish(simd);
+    let count = n as f32;
+    let (mean, inv) = match plan.kind {
+        NormKind::LayerNorm => {
+            let mut m = sum / count;
+            // A constant row's mean is the constant exactly (the rounded sum/n need not be),
+            // so its variance is exactly 0. A NaN anywhere keeps the sum NaN.
+            if min == max && min.is_finite() && !sum.is_nan() {
+                m = min;
+            }
+            let (s1, s2) = centred_sums(simd, h, m);
+            let shift = s1 / count;
+            let var = s2 / count - shift * shift;
+            // Not `max(0.0)`: that would turn a NaN variance into 0.
+            let var = if var < 0.0 { 0.0 } else { var };
+            (m + shift, 1.0 / (var + plan.eps).sqrt())
+        }
+        NormKind::RmsNorm => (0.0, 1.0 / (sum / count + plan.eps).sqrt()),
+    };
+    let out_offset = plan.row_offset(Source::Out, row);
+    for c0 in (0..n).step_by(CHUNK) {
+        let len = CHUNK.min(n - c0);
+        // The next row's inputs stream in while this row is scaled and stored.
+        if row + 1 < plan.rows {
+            for src in [Some(plan.x), plan.residual].into_iter().flatten() {
+                if let Source::Input(view) = src {
+                    prefetch(view.data(), plan.row_offset(src, row + 1) + c0, len);
+                }
+            }
+        }
+        let (hc, gamma) = (&h[c0..c0 + len], &plan.gamma[c0..c0 + len]);
+        let beta = plan.beta.as_deref().map(|b| &b[c0..c0 + len]);
+        // SAFETY: this task owns the row; `h` is in the scratch (or a read-only input), so
+        // no slice read from this run is alive.
+        match unsafe { plan.out.run(out_offset + c0, len) } {
+            DataMut::F32(y) => scale_chunk(simd, hc, mean, inv, gamma, beta, y),
+            y => {
+                let y_chunk = &mut y_buf[..len];
+                scale_chunk(simd, hc, mean, inv, gamma, beta, y_chunk);
+                store(y, y_chunk, isa);
+            }
+        }
+    }
+}
+
+/// Hints the cache lines of elements `offset..offset + len` of `data` into L2 (a wide row pair would not fit L1).
+#[inline(always)]
+fn prefetch(data: Data, offset: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let (ptr, bytes) = match data {
+            Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
+            Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+            Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+        };
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: `line < bytes`, so the address lies inside the slice just indexed; a
+            // prefetch is only a hint and never faults or changes memory (SSE is baseline).
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ptr.add(line)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, offset, len);
+}
+
+/// Rounds `src` into `dst` (same length). At `Avx512Bf16`, bf16 results use `vcvtneps2bf16`
+/// (one instruction per 16 values, round-to-nearest-even like the portable path, but an
+/// f32-subnormal result, |v| < 1.2·10⁻³⁸, becomes ±0); everything else goes through
+/// [`DataMut::store`].
+#[inline(always)]
+fn store(mut dst: DataMut, src: &[f32], isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    if let DataMut::BF16(out) = &mut dst
+        && isa.min(crate::isa::detected_isa()) == Isa::Avx512Bf16
+    {
+        // SAFETY: the level is clamped to the detected one, so AVX512_BF16 (and F) are present.
+        let done = unsafe { round_bf16_avx512bf16(src, out) };
+        for (d, s) in out[done..].iter_mut().zip(&src[done..]) {
+            *d = crate::dtype::bf16::from_f32(*s);
+        }
+        return;
+    }
+    dst.store(0, src, isa);
+}
+
+/// The vector prefix of [`store`]'s bf16 path; returns how many elements it rounded.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn round_bf16_avx512bf16(src: &[f32], dst: &mut [crate::dtype::bf16]) -> usize {
+    use std::arch::x86_64::{__m256bh, _mm512_cvtneps_pbh, _mm512_loadu_ps};
+    let n = src.len().min(dst.len()) / 16 * 16;
+    for i in (0..n).step_by(16) {
+        // SAFETY: i + 16 <= n <= both lengths; unaligned load and store.
+        unsafe {
+            let packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(i)));
+            dst.as_mut_ptr().add(i).cast::<__m256bh>().write_unaligned(packed);
+        }
+    }
+    n
 }

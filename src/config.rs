@@ -161,7 +161,7 @@ fn parse_bert(f: &mut Fields) -> ModelResult<BertConfig> {
     f.optional_bool("add_cross_attention", false, "cross-attention is not implemented")?;
     // BERT has no LM head here; tying is irrelevant.
     f.take("tie_word_embeddings");
-    if config.hidden_size % config.num_attention_heads != 0 {
+    if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
         return Err(f.err(format!(
             "hidden_size {} is not a multiple of num_attention_heads {}",
             config.hidden_size, config.num_attention_heads
@@ -202,7 +202,7 @@ fn parse_gpt2(f: &mut Fields) -> ModelResult<Gpt2Config> {
     f.optional_bool("add_cross_attention", false, "cross-attention is not implemented")?;
     // Upcasting to f32 before the softmax is what this crate always does.
     f.take("reorder_and_upcast_attn");
-    if n_embd % config.n_head != 0 {
+    if !n_embd.is_multiple_of(config.n_head) {
         return Err(f.err(format!("n_embd {n_embd} is not a multiple of n_head {}", config.n_head)));
     }
     Ok(config)

@@ -144,7 +144,7 @@ impl Gpt2Model {
         let c = &self.config;
         let (e, heads, d) = (c.n_embd, c.n_head, c.head_dim());
         let b = cache.batch;
-        if b == 0 || ids.is_empty() || ids.len() % b != 0 {
+        if b == 0 || ids.is_empty() || !ids.len().is_multiple_of(b) {
             return Err(ModelError::InvalidInput {
                 arg: "ids",
                 reason: format!("{} ids do not split into {b} non-empty sequences", ids.len()),

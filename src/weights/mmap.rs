@@ -55,7 +55,7 @@ impl Pod for bf16 {
 pub(crate) fn cast_slice<T: Pod>(bytes: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
     if cfg!(target_endian = "big")
-        || bytes.len() % size != 0
+        || !bytes.len().is_multiple_of(size)
         || bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0
     {
         return None;

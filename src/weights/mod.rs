@@ -678,7 +678,7 @@ pub fn serialize(tensors: &[TensorBytes], metadata: &BTreeMap<String, String>) -
         offset += bytes.len();
     }
     let mut json = serde_json::to_string(&header).expect("JSON map");
-    while (8 + json.len()) % 8 != 0 {
+    while !(8 + json.len()).is_multiple_of(8) {
         json.push(' ');
     }
     let mut out = Vec::with_capacity(8 + json.len() + offset);

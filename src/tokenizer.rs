@@ -28,8 +28,18 @@ impl TextTokenizer {
     /// Loads `tokenizer.json`, turning off the file's padding (MiniLM's pads every input to
     /// 128) and truncating at `max_length` tokens.
     pub fn from_file(path: &Path, max_length: usize) -> ModelResult<TextTokenizer> {
+        Self::new(tokenizers::Tokenizer::from_file(path), path, max_length)
+    }
+
+    /// [`TextTokenizer::from_file`] for a tokenizer already parsed from `path` (or the error
+    /// parsing it gave).
+    pub fn new(
+        parsed: tokenizers::Result<tokenizers::Tokenizer>,
+        path: &Path,
+        max_length: usize,
+    ) -> ModelResult<TextTokenizer> {
         let fail = |e: &dyn std::fmt::Display| ModelError::Tokenizer { reason: format!("{}: {e}", path.display()) };
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| fail(&e))?;
+        let mut inner = parsed.map_err(|e| fail(&e))?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(tokenizers::TruncationParams { max_length, ..Default::default() }))

@@ -254,7 +254,12 @@ impl SentenceEncoder {
     /// `Normalize` module, and `sentence_bert_config.json`'s `max_seq_length` (else the
     /// model's position count) as the truncation length.
     pub fn load(dir: &Path, dtype: DType) -> ModelResult<SentenceEncoder> {
-        let model = BertModel::load(dir, dtype)?;
+        // The tokenizer's JSON parses while the weights are packed.
+        let (model, tokenizer_file) = rayon::join(
+            || BertModel::load(dir, dtype),
+            || tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")),
+        );
+        let model = model?;
         let read_json = |name: &str| -> ModelResult<Option<serde_json::Value>> {
             let path = dir.join(name);
             if !path.is_file() {
@@ -295,7 +300,7 @@ impl SentenceEncoder {
             .and_then(|v| v.get("max_seq_length").and_then(serde_json::Value::as_u64))
             .map_or(model.config.max_position_embeddings, |m| m as usize)
             .min(model.config.max_position_embeddings);
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
+        let tokenizer = TextTokenizer::new(tokenizer_file, &dir.join("tokenizer.json"), max_len)?;
         Ok(SentenceEncoder { model, tokenizer, pooling, normalize, dir: dir.to_path_buf() })
     }
 

@@ -69,6 +69,24 @@ pub(crate) fn convert_to(data: Data, dtype: DType) -> ModelResult<Owned> {
     })
 }
 
+/// Converts `src` into `dst[range]` (equal lengths).
+fn convert_into(src: Data, dst: &mut Owned, range: std::ops::Range<usize>) -> ModelResult<()> {
+    match (src, dst) {
+        (Data::F32(s), Owned::F32(d)) => d[range].copy_from_slice(s),
+        (Data::F16(s), Owned::F16(d)) => d[range].copy_from_slice(s),
+        (Data::BF16(s), Owned::BF16(d)) => d[range].copy_from_slice(s),
+        (Data::F16(s), Owned::F32(d)) => convert::f16_to_f32(s, &mut d[range])?,
+        (Data::BF16(s), Owned::F32(d)) => convert::bf16_to_f32(s, &mut d[range])?,
+        (Data::F32(s), Owned::BF16(d)) => convert::f32_to_bf16(s, &mut d[range])?,
+        (Data::F32(s), Owned::F16(d)) => convert::f32_to_f16(s, &mut d[range])?,
+        (src, dst) => match convert_to(src, DType::F32)? {
+            Owned::F32(wide) => convert_into(Data::F32(&wide), dst, range)?,
+            _ => unreachable!("converted to f32"),
+        },
+    }
+    Ok(())
+}
+
 /// A small parameter vector (bias, γ, β), widened to f32 at load (a few KiB per layer).
 pub(crate) fn vector(weights: &Weights, name: &str, len: usize) -> ModelResult<Vec<f32>> {
     let t = weights.get_shaped(name, &[len])?;
@@ -141,15 +159,16 @@ pub(crate) fn pack(parts: &[Tensor], layout: WeightLayout, dtype: DType) -> Mode
     if layout == WeightLayout::InOut && parts.len() != 1 {
         return Err(ModelError::InvalidInput { arg: "parts", reason: "Conv1D weights are packed whole".into() });
     }
-    let mut owned = parts.iter().map(|p| convert_to(p.data(), dtype));
-    let mut joined = owned.next().expect("at least one part")?;
-    for part in owned {
-        match (&mut joined, part?) {
-            (Owned::F32(a), Owned::F32(b)) => a.extend(b),
-            (Owned::F16(a), Owned::F16(b)) => a.extend(b),
-            (Owned::BF16(a), Owned::BF16(b)) => a.extend(b),
-            _ => unreachable!("every part converted to the same dtype"),
-        }
+    // One temporary in the target dtype, each part converted straight into its rows.
+    let part_len = n_part * k;
+    let mut joined = match dtype {
+        DType::F32 => Owned::F32(vec![0.0; n * k]),
+        DType::F16 => Owned::F16(vec![f16::ZERO; n * k]),
+        DType::BF16 => Owned::BF16(vec![bf16::ZERO; n * k]),
+    };
+    for (i, part) in parts.iter().enumerate() {
+        let range = i * part_len..(i + 1) * part_len;
+        convert_into(part.data(), &mut joined, range)?;
     }
     let view = View::from_data("weight", joined.data(), &[n, k], &strides)?;
     Ok(PackedMatrix::pack(&view)?)

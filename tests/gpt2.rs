@@ -65,3 +65,25 @@ fn gpt2_tiny_bf16_weights_stay_close() {
     eprintln!("bf16 weights: logits max abs diff {diff:.3e}, cosine {cos:.6}");
     assert!(cos >= 0.997, "cosine {cos}");
 }
+
+#[test]
+fn gpt2_tiny_f16_weights_and_thread_count_independence() {
+    let Some(dir) = model_dir("FLASHKERN_GPT2_TINY_DIR") else { return };
+    let r = reference(&dir);
+    let entry = &r["logits"][1];
+    let batch: Vec<u32> = entry["input_ids"].as_array().unwrap().iter().flat_map(ids).collect();
+    let want = floats(&entry["logits"]);
+    let model = Gpt2Model::load(&dir, DType::F16).expect("load gpt2-tiny in f16");
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut cache = model.new_cache(2);
+            model.forward(&batch, &mut cache).unwrap()
+        })
+    };
+    let (one, two) = (run(1), run(2));
+    assert!(one.iter().zip(&two).all(|(a, b)| a.to_bits() == b.to_bits()), "1 vs 2 threads differ");
+    let cos = common::cosine(&one, &want);
+    eprintln!("f16 weights: logits max abs diff {:.3e}, cosine {cos:.7}", max_abs_diff(&one, &want));
+    assert!(cos >= 0.9999, "cosine {cos}");
+}

@@ -1,5 +1,6 @@
 //! Model-level benchmarks (issue 6): all-MiniLM-L6-v2 encode at batch 1 × {16, 128, 256}
-//! tokens and batch 32 × 128, 1 and 2 threads, f32 and bf16 weights; and loading the model.
+//! tokens and batch 32 × 128, 1 and 2 threads, f32 and bf16 weights; and loading the model
+//! (`minilm_<dtype>`: config, weights, tokenizer and pooling; `_weights_only`: the encoder).
 //!
 //! Needs `FLASHKERN_MINILM_DIR` (skips, saying so, when unset). Throughput is in FLOP
 //! (criterion's elem/s = FLOP/s): per token and layer `2·(4H² + 2HF)` for the projections plus
@@ -63,9 +64,13 @@ fn load(c: &mut Criterion) {
     let Some(dir) = model_dir() else { return };
     let mut group = c.benchmark_group("load");
     group.sample_size(10).measurement_time(Duration::from_secs(3));
+    // Dropping a model (unmapping, freeing the packed weights) is not part of loading it.
     for dtype in [DType::F32, DType::BF16] {
         group.bench_function(format!("minilm_{dtype}"), |bench| {
-            bench.iter(|| SentenceEncoder::load(&dir, dtype).unwrap())
+            bench.iter_with_large_drop(|| SentenceEncoder::load(&dir, dtype).unwrap())
+        });
+        group.bench_function(format!("minilm_{dtype}_weights_only"), |bench| {
+            bench.iter_with_large_drop(|| BertModel::load(&dir, dtype).unwrap())
         });
     }
     group.finish();

@@ -174,7 +174,9 @@ fn parse_gpt2(f: &mut Fields) -> ModelResult<Gpt2Config> {
     let n_embd = f.positive("n_embd")?;
     let n_positions = f.positive("n_positions")?;
     let n_inner = match f.take("n_inner") {
-        None | Some(Value::Null) => 4 * n_embd,
+        None | Some(Value::Null) => {
+            n_embd.checked_mul(4).ok_or_else(|| f.err(format!("`n_embd` {n_embd} is too large")))?
+        }
         Some(v) => f.as_positive("n_inner", &v)?,
     };
     let config = Gpt2Config {

@@ -362,3 +362,16 @@ fn token_ids_outside_the_vocabulary_are_errors() {
     let err = model.encode(&[vec![1; 9]]).unwrap_err();
     assert!(matches!(err, ModelError::InvalidInput { .. }), "{err}");
 }
+
+#[test]
+fn huge_sizes_do_not_overflow() {
+    // One U8 tensor claiming almost 2⁶⁴ bytes, tiling from 0: a truncation, not a panic.
+    let header =
+        r#"{"t": {"dtype": "U8", "shape": [18446744073709551615], "data_offsets": [0, 18446744073709551615]}}"#;
+    let err = load(image(header, &[0; 8])).unwrap_err();
+    assert!(matches!(&err, ModelError::Truncated { tensor, .. } if tensor == "t"), "{err}");
+    let config = r#"{"model_type": "gpt2", "n_embd": 18446744073709551615, "n_positions": 8, "vocab_size": 4,
+        "n_layer": 1, "n_head": 1, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}"#;
+    let err = ModelConfig::parse(config.as_bytes(), &PathBuf::from("config.json")).unwrap_err();
+    assert_names(&err, "n_embd");
+}

@@ -372,7 +372,7 @@ fn parse_header(source: &str, bytes: &[u8]) -> ModelResult<(Vec<TensorInfo>, BTr
             ModelError::Truncated {
                 source: src(),
                 tensor: info.name.clone(),
-                expected_len: data_start as u64 + max_end,
+                expected_len: (data_start as u64).saturating_add(max_end),
                 file_len: bytes.len(),
             }
         } else {

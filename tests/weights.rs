@@ -375,3 +375,27 @@ fn huge_sizes_do_not_overflow() {
     let err = ModelConfig::parse(config.as_bytes(), &PathBuf::from("config.json")).unwrap_err();
     assert_names(&err, "n_embd");
 }
+
+#[test]
+fn a_model_builds_from_an_owned_buffer() {
+    let tensors = tiny_bert_tensors([8, 8]);
+    let refs: Vec<_> = tensors.iter().map(|(n, s, b)| (n.as_str(), StDtype::F32, s.as_slice(), b.as_slice())).collect();
+    let bytes = serialize(&refs, &BTreeMap::new()).unwrap();
+    let ModelConfig::Bert(config) = ModelConfig::parse(TINY.as_bytes(), &PathBuf::from("config.json")).unwrap() else {
+        panic!("a bert config")
+    };
+    let weights = Weights::from_bytes(bytes, "buffer").unwrap();
+    let out = BertModel::from_weights(config.clone(), weights, DType::F32).unwrap().encode(&[vec![1, 2, 3]]).unwrap();
+    let dir = temp_dir("owned");
+    write_tiny_bert(&dir, [8, 8]);
+    let from_file = BertModel::load(&dir, DType::F32).unwrap().encode(&[vec![1, 2, 3]]).unwrap();
+    assert_eq!(out.hidden, from_file.hidden);
+    // A missing tensor names itself and the buffer.
+    let without: Vec<_> = refs.iter().filter(|t| !t.0.ends_with("value.bias")).cloned().collect();
+    let weights = Weights::from_bytes(serialize(&without, &BTreeMap::new()).unwrap(), "buffer").unwrap();
+    let err = BertModel::from_weights(config, weights, DType::F32).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::MissingTensor { tensor, .. } if tensor == "encoder.layer.0.attention.self.value.bias"),
+        "{err}"
+    );
+}

@@ -133,8 +133,9 @@ impl Gpt2Model {
             batch,
             len: 0,
             capacity: c.n_positions,
-            k: vec![vec![0f32; size]; c.n_layer],
-            v: vec![vec![0f32; size]; c.n_layer],
+            // One fresh zeroed allocation per layer (`vec![v; n]` would clone, touching every page).
+            k: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
+            v: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
         }
     }
 

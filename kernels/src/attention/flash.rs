@@ -32,6 +32,7 @@ use crate::simd::vectorize;
 use crate::tensor::{SharedOut, View, ViewMut};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Keys per K/V tile.
 const BK: usize = 64;
@@ -86,6 +87,7 @@ struct Scratch {
     l: Vec<f32>,
     alpha: Vec<f32>,
     row: Vec<f32>,
+    zeros: Vec<f32>,
 }
 
 /// The result of an item that is merged with other chunks: rows × Dv (unnormalised), max, sum.
@@ -147,7 +149,7 @@ pub(super) fn run(
         return;
     }
     let r = dims.h_q / dims.h_kv;
-    let bq = (TARGET_ROWS / r).max(1).min(dims.n_q);
+    let bq = q_tile(&dims);
     let n_qt = dims.n_q.div_ceil(bq);
     let (chunk, n_chunks) =
         if n_qt == 1 && dims.n_kv > KV_CHUNK { (KV_CHUNK, dims.n_kv.div_ceil(KV_CHUNK)) } else { (usize::MAX, 1) };
@@ -173,28 +175,30 @@ pub(super) fn run(
     let macs = dims.b * dims.h_q * dims.n_q * dims.n_kv * (dims.d + dims.d_v);
     let serial = macs < SERIAL_MACS;
     if n_chunks == 1 {
-        let work = |scratch: &mut Scratch, idx: usize| {
+        let work = |idx: usize| {
             let item = problem.item(idx);
-            compute(&problem, item, scratch);
-            write_rows(&problem, item, scratch, &sink);
+            with_scratch(|scratch| {
+                compute(&problem, item, scratch);
+                write_rows(&problem, item, scratch, &sink);
+            });
         };
         if serial {
-            let mut scratch = Scratch::default();
-            (0..n_items).for_each(|idx| work(&mut scratch, idx));
+            (0..n_items).for_each(work);
         } else {
-            (0..n_items).into_par_iter().with_max_len(1).for_each_init(Scratch::default, work);
+            (0..n_items).into_par_iter().with_max_len(1).for_each(work);
         }
     } else {
-        let work = |scratch: &mut Scratch, idx: usize| {
+        let work = |idx: usize| {
             let item = problem.item(idx);
-            compute(&problem, item, scratch);
-            extract_partial(&problem, item, scratch)
+            with_scratch(|scratch| {
+                compute(&problem, item, scratch);
+                extract_partial(&problem, item, scratch)
+            })
         };
         let partials: Vec<Partial> = if serial {
-            let mut scratch = Scratch::default();
-            (0..n_items).map(|idx| work(&mut scratch, idx)).collect()
+            (0..n_items).map(work).collect()
         } else {
-            (0..n_items).into_par_iter().with_max_len(1).map_init(Scratch::default, work).collect()
+            (0..n_items).into_par_iter().with_max_len(1).map(work).collect()
         };
         let merge = |(group, parts): (usize, &[Partial])| {
             merge_partials(&problem, problem.item(group * n_chunks), parts, &sink);
@@ -205,6 +209,32 @@ pub(super) fn run(
             partials.par_chunks(n_chunks).enumerate().for_each(merge);
         }
     }
+}
+
+thread_local! {
+    /// Each thread's scratch, kept between calls (O(tile): its size is set by the largest item
+    /// the thread ran, never by N).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch (a fresh one should the thread's be in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Queries per q tile for `r` query heads per KV head.
+fn q_tile(dims: &AttentionDims) -> usize {
+    (TARGET_ROWS / (dims.h_q / dims.h_kv.max(1)).max(1)).max(1).min(dims.n_q.max(1))
+}
+
+/// The ISA level the kernel runs for `dims` when allowed `allowed` (see [`super::kernel_isa`]).
+pub(super) fn kernel_isa(dims: &AttentionDims, allowed: Isa) -> Isa {
+    let rows = q_tile(dims) * (dims.h_q / dims.h_kv.max(1)).max(1);
+    let top = if rows <= 8 { Isa::Avx2 } else { Isa::Avx512 };
+    allowed.min(top)
 }
 
 /// Where finished rows go.
@@ -364,6 +394,8 @@ impl WithSimd for ItemOp<'_, '_> {
         s.k.resize(BK * d, 0.0);
         s.v.clear();
         s.v.resize(BK * dv_pad, 0.0);
+        s.zeros.clear();
+        s.zeros.resize(d, 0.0);
         s.s.resize(BK * m_pad, 0.0);
 
         let (mut start, mut end) = p.key_range(item.b, i0, i1);
@@ -376,42 +408,95 @@ impl WithSimd for ItemOp<'_, '_> {
             let j1 = (j0 + BK).min(end);
             let nk = j1 - j0;
             let nk_pad = nk.div_ceil(AB) * AB;
-            load_tile(p, item, j0, nk, nk_pad, s);
-            scores(simd, &s.qt, &s.k, d, mv, vmax, nk_pad, &mut s.s);
+            let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);
+            scores(simd, &s.qt, k_tile, &s.zeros, d, mv, vmax, (nk, nk_pad), &mut s.s);
             apply_masks(p, item, (i0, i1), (j0, nk, nk_pad), m_pad, &mut s.s);
-            softmax_update(simd, mv, nk_pad, s);
-            accumulate(simd, &s.s, &s.v, &s.alpha, dv_pad, mv, vmax, nk_pad, &mut s.o);
+            softmax_update(simd, mv, nk_pad, &mut s.s, &mut s.m, &mut s.l, &mut s.alpha);
+            accumulate(simd, &s.s, v_tile, &s.alpha, dv_pad, mv, vmax, nk, &mut s.o);
             j0 = j1;
         }
     }
 }
 
-/// Widens keys `j0..j0+nk` of K and V into the scratch tiles; padding rows are zeroed.
-fn load_tile(p: &Problem, item: Item, j0: usize, nk: usize, nk_pad: usize, s: &mut Scratch) {
-    let (d, dv, dv_pad) = (p.dims.d, p.dims.d_v, p.dv_pad);
-    for t in 0..nk {
-        if d > 0 {
-            let k_off = p.k.layout().offset(&[item.b, item.g, j0 + t, 0]);
-            p.k.data().widen(k_off, &mut s.k[t * d..(t + 1) * d], p.isa);
-        }
-        if dv == 0 {
-            continue;
-        }
-        let v_off = p.v.layout().offset(&[item.b, item.g, j0 + t, 0]);
-        p.v.data().widen(v_off, &mut s.v[t * dv_pad..t * dv_pad + dv], p.isa);
+/// Rows of a K or V tile: row `t` is `data[t·stride..][..len]` (the input itself for f32 data,
+/// else the widened scratch).
+#[derive(Clone, Copy)]
+struct Tile<'t> {
+    data: &'t [f32],
+    stride: usize,
+}
+
+impl<'t> Tile<'t> {
+    #[inline(always)]
+    fn row(&self, t: usize, len: usize) -> &'t [f32] {
+        &self.data[t * self.stride..t * self.stride + len]
     }
-    s.k[nk * d..nk_pad * d].fill(0.0);
-    s.v[nk * dv_pad..nk_pad * dv_pad].fill(0.0);
+}
+
+/// K and V rows `j0..j0+nk`: borrowed from f32 inputs, widened into the scratch otherwise (V also
+/// when Dv is not a multiple of `AB`, since the micro-kernel reads `AB` columns at a time).
+fn load_tile<'t>(
+    p: &'t Problem,
+    item: Item,
+    j0: usize,
+    nk: usize,
+    kbuf: &'t mut [f32],
+    vbuf: &'t mut [f32],
+) -> (Tile<'t>, Tile<'t>) {
+    let (d, dv, dv_pad) = (p.dims.d, p.dims.d_v, p.dv_pad);
+    let k_stride = p.k.strides()[2];
+    let v_stride = p.v.strides()[2];
+    let k_tile = match p.k.data() {
+        crate::tensor::Data::F32(data) if d > 0 => {
+            let base = p.k.layout().offset(&[item.b, item.g, j0, 0]);
+            Tile { data: &data[base..base + (nk - 1) * k_stride + d], stride: k_stride }
+        }
+        _ => {
+            for t in 0..nk {
+                if d > 0 {
+                    let k_off = p.k.layout().offset(&[item.b, item.g, j0 + t, 0]);
+                    p.k.data().widen(k_off, &mut kbuf[t * d..(t + 1) * d], p.isa);
+                }
+            }
+            Tile { data: &kbuf[..nk * d], stride: d }
+        }
+    };
+    let v_tile = match p.v.data() {
+        crate::tensor::Data::F32(data) if dv > 0 && dv == dv_pad => {
+            let base = p.v.layout().offset(&[item.b, item.g, j0, 0]);
+            Tile { data: &data[base..base + (nk - 1) * v_stride + dv], stride: v_stride }
+        }
+        _ => {
+            for t in 0..nk {
+                if dv > 0 {
+                    let v_off = p.v.layout().offset(&[item.b, item.g, j0 + t, 0]);
+                    p.v.data().widen(v_off, &mut vbuf[t * dv_pad..t * dv_pad + dv], p.isa);
+                }
+            }
+            Tile { data: &vbuf[..nk * dv_pad], stride: dv_pad }
+        }
+    };
+    (k_tile, v_tile)
 }
 
 /// `Sᵀ[j][·] = Σ_c K[j][c]·Qᵀ[c][·]` for the `nk_pad` keys of the tile.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn scores<S: Simd>(simd: S, qt: &[f32], k: &[f32], d: usize, mv: usize, vmax: usize, nk_pad: usize, st: &mut [f32]) {
+fn scores<S: Simd>(
+    simd: S,
+    qt: &[f32],
+    k: Tile,
+    zeros: &[f32],
+    d: usize,
+    mv: usize,
+    vmax: usize,
+    (nk, nk_pad): (usize, usize),
+    st: &mut [f32],
+) {
     let qt = S::as_simd_f32s(qt).0;
     let st = S::as_mut_simd_f32s(st).0;
     for j in (0..nk_pad).step_by(AB) {
-        let krows: [&[f32]; AB] = std::array::from_fn(|t| &k[(j + t) * d..(j + t + 1) * d]);
+        let krows: [&[f32]; AB] = std::array::from_fn(|t| if j + t < nk { k.row(j + t, d) } else { &zeros[..d] });
         let mut v0 = 0;
         while v0 < mv {
             let nv = (mv - v0).min(vmax);
@@ -497,11 +582,19 @@ fn apply_masks(
 /// Online softmax over the tile: new running max, `P = exp(S − m)` in place, `α = exp(m_old − m)`,
 /// `l = α·l + Σ P`. A row whose max is still −∞ uses 0 as its reference (so −∞ − −∞ never occurs).
 #[inline(always)]
-fn softmax_update<S: Simd>(simd: S, mv: usize, nk_pad: usize, s: &mut Scratch) {
-    let st = S::as_mut_simd_f32s(&mut s.s).0;
-    let m = S::as_mut_simd_f32s(&mut s.m).0;
-    let l = S::as_mut_simd_f32s(&mut s.l).0;
-    let alpha = S::as_mut_simd_f32s(&mut s.alpha).0;
+fn softmax_update<S: Simd>(
+    simd: S,
+    mv: usize,
+    nk_pad: usize,
+    st: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let st = S::as_mut_simd_f32s(st).0;
+    let m = S::as_mut_simd_f32s(m).0;
+    let l = S::as_mut_simd_f32s(l).0;
+    let alpha = S::as_mut_simd_f32s(alpha).0;
     let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
     let zero = simd.splat_f32s(0.0);
     for v in 0..mv {
@@ -540,27 +633,26 @@ fn softmax_update<S: Simd>(simd: S, mv: usize, nk_pad: usize, s: &mut Scratch) {
 fn accumulate<S: Simd>(
     simd: S,
     pt: &[f32],
-    vt: &[f32],
+    vt: Tile,
     alpha: &[f32],
     dv_pad: usize,
     mv: usize,
     vmax: usize,
-    nk_pad: usize,
+    nk: usize,
     ot: &mut [f32],
 ) {
     let pt = S::as_simd_f32s(pt).0;
     let alpha = S::as_simd_f32s(alpha).0;
     let ot = S::as_mut_simd_f32s(ot).0;
-    let vt = &vt[..nk_pad * dv_pad];
     for c in (0..dv_pad).step_by(AB) {
         let mut v0 = 0;
         while v0 < mv {
             let nv = (mv - v0).min(vmax);
             match nv {
-                4 => accumulate_block::<S, 4>(simd, pt, vt, alpha, dv_pad, mv, v0, c, nk_pad, ot),
-                3 => accumulate_block::<S, 3>(simd, pt, vt, alpha, dv_pad, mv, v0, c, nk_pad, ot),
-                2 => accumulate_block::<S, 2>(simd, pt, vt, alpha, dv_pad, mv, v0, c, nk_pad, ot),
-                _ => accumulate_block::<S, 1>(simd, pt, vt, alpha, dv_pad, mv, v0, c, nk_pad, ot),
+                4 => accumulate_block::<S, 4>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                3 => accumulate_block::<S, 3>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                2 => accumulate_block::<S, 2>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                _ => accumulate_block::<S, 1>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
             }
             v0 += nv;
         }
@@ -572,13 +664,12 @@ fn accumulate<S: Simd>(
 fn accumulate_block<S: Simd, const V: usize>(
     simd: S,
     pt: &[S::f32s],
-    vt: &[f32],
+    vt: Tile,
     alpha: &[S::f32s],
-    dv_pad: usize,
     mv: usize,
     v0: usize,
     c: usize,
-    nk_pad: usize,
+    nk: usize,
     ot: &mut [S::f32s],
 ) {
     let mut acc = [[simd.splat_f32s(0.0); V]; AB];
@@ -587,9 +678,10 @@ fn accumulate_block<S: Simd, const V: usize>(
             acc[t][u] = simd.mul_f32s(ot[(c + t) * mv + v0 + u], alpha[v0 + u]);
         }
     }
-    for j in 0..nk_pad {
+    for j in 0..nk {
         let pv: &[S::f32s; V] = pt[j * mv + v0..j * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
-        let vc: &[f32; AB] = vt[j * dv_pad + c..j * dv_pad + c + AB].try_into().unwrap_or_else(|_| unreachable!());
+        let vc: &[f32; AB] =
+            vt.data[j * vt.stride + c..j * vt.stride + c + AB].try_into().unwrap_or_else(|_| unreachable!());
         for t in 0..AB {
             let b = simd.splat_f32s(vc[t]);
             for u in 0..V {

@@ -408,6 +408,9 @@ impl WithSimd for ItemOp<'_, '_> {
             let j1 = (j0 + BK).min(end);
             let nk = j1 - j0;
             let nk_pad = nk.div_ceil(AB) * AB;
+            if j1 < end {
+                prefetch_keys(p, item, j1, (j1 + BK).min(end));
+            }
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);
             scores(simd, &s.qt, k_tile, &s.zeros, d, mv, vmax, (nk, nk_pad), &mut s.s);
             apply_masks(p, item, (i0, i1), (j0, nk, nk_pad), m_pad, &mut s.s);
@@ -416,6 +419,43 @@ impl WithSimd for ItemOp<'_, '_> {
             j0 = j1;
         }
     }
+}
+
+/// Hints the cache to fetch K and V rows `j0..j1` (the next tile) while this one is computed:
+/// decode streams the KV cache from DRAM once, and the micro-kernels' access order (4 rows at a
+/// time, V by column blocks) is not one the hardware prefetchers follow well.
+fn prefetch_keys(p: &Problem, item: Item, j0: usize, j1: usize) {
+    for (view, len) in [(&p.k, p.dims.d), (&p.v, p.dims.d_v)] {
+        if len == 0 {
+            continue;
+        }
+        for j in j0..j1 {
+            let offset = view.layout().offset(&[item.b, item.g, j, 0]);
+            prefetch(view.data(), offset, len);
+        }
+    }
+}
+
+/// Prefetches the cache lines of elements `offset..offset + len` (a hint; no effect elsewhere).
+#[inline(always)]
+fn prefetch(data: crate::tensor::Data, offset: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::tensor::Data;
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let (ptr, bytes) = match data {
+            Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
+            Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+            Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+        };
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: `prefetch` is only a hint and never faults; the address is inside the slice
+            // (line < bytes), SSE is part of the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(line)) }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, offset, len);
 }
 
 /// Rows of a K or V tile: row `t` is `data[t·stride..][..len]` (the input itself for f32 data,
@@ -526,15 +566,36 @@ fn scores_block<S: Simd, const V: usize>(
     let mut acc = [[simd.splat_f32s(0.0); V]; AB];
     let [k0, k1, k2, k3] = krows;
     let (k0, k1, k2, k3) = (&k0[..d], &k1[..d], &k2[..d], &k3[..d]);
-    for c in 0..d {
-        let qv: &[S::f32s; V] = qt[c * mv + v0..c * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
-        let kc = [k0[c], k1[c], k2[c], k3[c]];
-        for t in 0..AB {
-            let b = simd.splat_f32s(kc[t]);
-            for u in 0..V {
-                acc[t][u] = simd.mul_add_e_f32s(b, qv[u], acc[t][u]);
+    // A macro, not a closure: closures are not inlined into pulp's target-feature context.
+    macro_rules! step {
+        ($c:expr, $acc:expr) => {{
+            let c = $c;
+            let qv: &[S::f32s; V] = qt[c * mv + v0..c * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
+            let kc = [k0[c], k1[c], k2[c], k3[c]];
+            for t in 0..AB {
+                let b = simd.splat_f32s(kc[t]);
+                for u in 0..V {
+                    $acc[t][u] = simd.mul_add_e_f32s(b, qv[u], $acc[t][u]);
+                }
             }
+        }};
+    }
+    let mut c = 0;
+    if V == 1 {
+        // A single vector gives only AB dependency chains: interleave a second set to hide latency.
+        let mut acc2 = [[simd.splat_f32s(0.0); V]; AB];
+        while c + 1 < d {
+            step!(c, acc);
+            step!(c + 1, acc2);
+            c += 2;
         }
+        for t in 0..AB {
+            acc[t][0] = simd.add_f32s(acc[t][0], acc2[t][0]);
+        }
+    }
+    while c < d {
+        step!(c, acc);
+        c += 1;
     }
     for t in 0..AB {
         st[(j + t) * mv + v0..(j + t) * mv + v0 + V].copy_from_slice(&acc[t]);
@@ -678,16 +739,36 @@ fn accumulate_block<S: Simd, const V: usize>(
             acc[t][u] = simd.mul_f32s(ot[(c + t) * mv + v0 + u], alpha[v0 + u]);
         }
     }
-    for j in 0..nk {
-        let pv: &[S::f32s; V] = pt[j * mv + v0..j * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
-        let vc: &[f32; AB] =
-            vt.data[j * vt.stride + c..j * vt.stride + c + AB].try_into().unwrap_or_else(|_| unreachable!());
-        for t in 0..AB {
-            let b = simd.splat_f32s(vc[t]);
-            for u in 0..V {
-                acc[t][u] = simd.mul_add_e_f32s(b, pv[u], acc[t][u]);
+    macro_rules! step {
+        ($j:expr, $acc:expr) => {{
+            let j = $j;
+            let pv: &[S::f32s; V] = pt[j * mv + v0..j * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
+            let vc: &[f32; AB] =
+                vt.data[j * vt.stride + c..j * vt.stride + c + AB].try_into().unwrap_or_else(|_| unreachable!());
+            for t in 0..AB {
+                let b = simd.splat_f32s(vc[t]);
+                for u in 0..V {
+                    $acc[t][u] = simd.mul_add_e_f32s(b, pv[u], $acc[t][u]);
+                }
             }
+        }};
+    }
+    let mut j = 0;
+    if V == 1 {
+        // As in `scores_block`: a second accumulator set (even/odd keys) hides FMA latency.
+        let mut acc2 = [[simd.splat_f32s(0.0); V]; AB];
+        while j + 1 < nk {
+            step!(j, acc);
+            step!(j + 1, acc2);
+            j += 2;
         }
+        for t in 0..AB {
+            acc[t][0] = simd.add_f32s(acc[t][0], acc2[t][0]);
+        }
+    }
+    while j < nk {
+        step!(j, acc);
+        j += 1;
     }
     for t in 0..AB {
         ot[(c + t) * mv + v0..(c + t) * mv + v0 + V].copy_from_slice(&acc[t]);

@@ -25,6 +25,7 @@
 //! log-sum-exp in chunk order. Chunking depends only on the shape, so results are bit-identical
 //! for any thread count.
 
+use super::decode::{DECODE_ROWS, DecodeOp};
 use super::{AttentionDims, AttentionParams, Causal, mask_value};
 use crate::isa::Isa;
 use crate::simd::exp::exp_f32s;
@@ -46,48 +47,48 @@ const SERIAL_MACS: usize = 1 << 19;
 const AB: usize = 4;
 
 /// Everything a work item needs, shared by all tasks.
-struct Problem<'a> {
-    q: View<'a>,
-    k: View<'a>,
-    v: View<'a>,
-    params: &'a AttentionParams<'a>,
-    dims: AttentionDims,
-    isa: Isa,
-    scale: f32,
+pub(super) struct Problem<'a> {
+    pub(super) q: View<'a>,
+    pub(super) k: View<'a>,
+    pub(super) v: View<'a>,
+    pub(super) params: &'a AttentionParams<'a>,
+    pub(super) dims: AttentionDims,
+    pub(super) isa: Isa,
+    pub(super) scale: f32,
     /// Query heads per KV head.
-    r: usize,
+    pub(super) r: usize,
     /// Queries per q tile.
-    bq: usize,
-    n_qt: usize,
+    pub(super) bq: usize,
+    pub(super) n_qt: usize,
     /// Keys per chunk (`usize::MAX` when not split).
-    chunk: usize,
-    n_chunks: usize,
+    pub(super) chunk: usize,
+    pub(super) n_chunks: usize,
     /// `Dv` rounded up to a multiple of `AB`.
-    dv_pad: usize,
+    pub(super) dv_pad: usize,
 }
 
 /// One work item's identity.
 #[derive(Clone, Copy)]
-struct Item {
-    b: usize,
-    g: usize,
-    qt: usize,
-    chunk: usize,
+pub(super) struct Item {
+    pub(super) b: usize,
+    pub(super) g: usize,
+    pub(super) qt: usize,
+    pub(super) chunk: usize,
 }
 
 /// Per-task scratch (f32, lanes-multiple padded); reused across the items a task runs.
 #[derive(Default)]
-struct Scratch {
-    qt: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    s: Vec<f32>,
-    o: Vec<f32>,
-    m: Vec<f32>,
-    l: Vec<f32>,
-    alpha: Vec<f32>,
-    row: Vec<f32>,
-    zeros: Vec<f32>,
+pub(super) struct Scratch {
+    pub(super) qt: Vec<f32>,
+    pub(super) k: Vec<f32>,
+    pub(super) v: Vec<f32>,
+    pub(super) s: Vec<f32>,
+    pub(super) o: Vec<f32>,
+    pub(super) m: Vec<f32>,
+    pub(super) l: Vec<f32>,
+    pub(super) alpha: Vec<f32>,
+    pub(super) row: Vec<f32>,
+    pub(super) zeros: Vec<f32>,
 }
 
 /// The result of an item that is merged with other chunks: rows × Dv (unnormalised), max, sum.
@@ -98,13 +99,13 @@ struct Partial {
 }
 
 impl<'a> Problem<'a> {
-    fn rows(&self, qt: usize) -> (usize, usize) {
+    pub(super) fn rows(&self, qt: usize) -> (usize, usize) {
         let i0 = qt * self.bq;
         (i0, (i0 + self.bq).min(self.dims.n_q))
     }
 
     /// The keys `[start, end)` some row of `[i0, i1)` may see (empty when all are masked).
-    fn key_range(&self, b: usize, i0: usize, i1: usize) -> (usize, usize) {
+    pub(super) fn key_range(&self, b: usize, i0: usize, i1: usize) -> (usize, usize) {
         let p = self.params;
         let off = self.dims.diagonal_offset(p.causal);
         let mut end = self.dims.n_kv as i64;
@@ -226,15 +227,8 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 }
 
 /// Queries per q tile for `r` query heads per KV head.
-fn q_tile(dims: &AttentionDims) -> usize {
+pub(super) fn q_tile(dims: &AttentionDims) -> usize {
     (TARGET_ROWS / (dims.h_q / dims.h_kv.max(1)).max(1)).max(1).min(dims.n_q.max(1))
-}
-
-/// The ISA level the kernel runs for `dims` when allowed `allowed` (see [`super::kernel_isa`]).
-pub(super) fn kernel_isa(dims: &AttentionDims, allowed: Isa) -> Isa {
-    let rows = q_tile(dims) * (dims.h_q / dims.h_kv.max(1)).max(1);
-    let top = if rows <= 8 { Isa::Avx2 } else { Isa::Avx512 };
-    allowed.min(top)
 }
 
 /// Where finished rows go.
@@ -281,7 +275,7 @@ fn lanes(isa: Isa) -> usize {
 }
 
 /// The row count of an item, padded to whole vectors.
-fn padded_rows(p: &Problem, valid: usize) -> usize {
+pub(super) fn padded_rows(p: &Problem, valid: usize) -> usize {
     valid.div_ceil(lanes(p.isa)) * lanes(p.isa)
 }
 
@@ -343,7 +337,12 @@ fn merge_partials(p: &Problem, item: Item, parts: &[Partial], sink: &Sink) {
 
 /// Runs one item: leaves Oᵀ (unnormalised, `[dv_pad][m_pad]`), m and l in the scratch.
 fn compute(p: &Problem, item: Item, scratch: &mut Scratch) {
-    vectorize(p.isa, ItemOp { p, item, s: scratch });
+    let (i0, i1) = p.rows(item.qt);
+    if (i1 - i0) * p.r <= DECODE_ROWS {
+        vectorize(p.isa, DecodeOp { p, item, s: scratch });
+    } else {
+        vectorize(p.isa, ItemOp { p, item, s: scratch });
+    }
 }
 
 struct ItemOp<'p, 's> {
@@ -424,7 +423,7 @@ impl WithSimd for ItemOp<'_, '_> {
 /// Hints the cache to fetch K and V rows `j0..j1` (the next tile) while this one is computed:
 /// decode streams the KV cache from DRAM once, and the micro-kernels' access order (4 rows at a
 /// time, V by column blocks) is not one the hardware prefetchers follow well.
-fn prefetch_keys(p: &Problem, item: Item, j0: usize, j1: usize) {
+pub(super) fn prefetch_keys(p: &Problem, item: Item, j0: usize, j1: usize) {
     for (view, len) in [(&p.k, p.dims.d), (&p.v, p.dims.d_v)] {
         if len == 0 {
             continue;
@@ -461,14 +460,14 @@ fn prefetch(data: crate::tensor::Data, offset: usize, len: usize) {
 /// Rows of a K or V tile: row `t` is `data[t·stride..][..len]` (the input itself for f32 data,
 /// else the widened scratch).
 #[derive(Clone, Copy)]
-struct Tile<'t> {
-    data: &'t [f32],
-    stride: usize,
+pub(super) struct Tile<'t> {
+    pub(super) data: &'t [f32],
+    pub(super) stride: usize,
 }
 
 impl<'t> Tile<'t> {
     #[inline(always)]
-    fn row(&self, t: usize, len: usize) -> &'t [f32] {
+    pub(super) fn row(&self, t: usize, len: usize) -> &'t [f32] {
         &self.data[t * self.stride..t * self.stride + len]
     }
 }
@@ -612,6 +611,21 @@ fn apply_masks(
     m_pad: usize,
     st: &mut [f32],
 ) {
+    apply_element_masks(p, item, (i0, i1), j0, nk, st, |t, m| t * m_pad + m);
+    st[nk * m_pad..nk_pad * m_pad].fill(f32::NEG_INFINITY);
+}
+
+/// Softcap, additive mask and (on tiles that straddle a causal or window edge) the element masks
+/// for keys `j0..j0+nk` and every valid row; `index(t, m)` locates key `t`, row `m` in `st`.
+pub(super) fn apply_element_masks(
+    p: &Problem,
+    item: Item,
+    (i0, i1): (usize, usize),
+    j0: usize,
+    nk: usize,
+    st: &mut [f32],
+    index: impl Fn(usize, usize) -> usize,
+) {
     let params = p.params;
     let off = p.dims.diagonal_offset(params.causal);
     let (diag_lo, diag_hi) = (i0 as i64 + off, i1 as i64 - 1 + off);
@@ -622,8 +636,8 @@ fn apply_masks(
     if causal_edge || window_edge || params.additive_mask.is_some() || params.softcap.is_some() {
         for t in 0..nk {
             let j = j0 + t;
-            let srow = &mut st[t * m_pad..t * m_pad + rows];
-            for (m, s) in srow.iter_mut().enumerate() {
+            for m in 0..rows {
+                let s = &mut st[index(t, m)];
                 let (i, h) = (i0 + m / p.r, item.g * p.r + m % p.r);
                 if let Some(cap) = params.softcap {
                     *s = cap * (*s / cap).tanh();
@@ -637,7 +651,6 @@ fn apply_masks(
             }
         }
     }
-    st[nk * m_pad..nk_pad * m_pad].fill(f32::NEG_INFINITY);
 }
 
 /// Online softmax over the tile: new running max, `P = exp(S − m)` in place, `α = exp(m_old − m)`,

@@ -17,6 +17,7 @@
 //! A row whose scores are all −∞ (fully masked) outputs 0 and has LSE −∞; it never yields NaN.
 //! NaN inputs propagate to the rows they touch. `lse[b,h,i] = ln Σ_j exp(s_ij)` over unmasked keys.
 
+mod decode;
 #[allow(unsafe_code)]
 mod flash;
 
@@ -212,18 +213,10 @@ pub fn attention(
     lse: Option<&mut ViewMut>,
 ) -> Result<()> {
     let dims = check_args(q, k, v, out, params, lse.as_deref())?;
-    let isa = kernel_isa(&dims, crate::isa::effective_isa());
+    let isa = crate::isa::effective_isa().min(crate::isa::Isa::Avx512);
     crate::isa::record_dispatch(isa);
     flash::run(isa, [q, k, v], out, params, lse, dims);
     Ok(())
-}
-
-/// The ISA level [`attention`] runs (and records) for a problem of size `dims` when `allowed` is
-/// the effective level: AVX-512 in general, but AVX2 when a work item has ≤ 8 rows (decode with
-/// few query heads per KV head), where 8-lane vectors waste fewer lanes and Zen 4 and other
-/// double-pumped AVX-512 cores run two 256-bit FMAs per cycle.
-pub fn kernel_isa(dims: &AttentionDims, allowed: crate::isa::Isa) -> crate::isa::Isa {
-    flash::kernel_isa(dims, allowed)
 }
 
 /// The softmax probabilities `[B, Hq, Nq, Nkv]` for inspection (slow, exact: the reference).

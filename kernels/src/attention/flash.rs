@@ -407,7 +407,9 @@ impl WithSimd for ItemOp<'_, '_> {
             let j1 = (j0 + BK).min(end);
             let nk = j1 - j0;
             let nk_pad = nk.div_ceil(AB) * AB;
-            if j1 < end {
+            // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
+            // stream the cache once, from memory.
+            if p.chunk != usize::MAX && j1 < end {
                 prefetch_keys(p, item, j1, (j1 + BK).min(end));
             }
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);

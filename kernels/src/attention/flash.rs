@@ -635,21 +635,34 @@ pub(super) fn apply_element_masks(
     let causal_edge = params.causal != Causal::None && j_last > diag_lo;
     let window_edge = params.window_left.is_some_and(|w| (j0 as i64) + (w as i64) < diag_hi);
     let rows = (i1 - i0) * p.r;
-    if causal_edge || window_edge || params.additive_mask.is_some() || params.softcap.is_some() {
+    if params.additive_mask.is_some() || params.softcap.is_some() {
         for t in 0..nk {
             let j = j0 + t;
             for m in 0..rows {
                 let s = &mut st[index(t, m)];
-                let (i, h) = (i0 + m / p.r, item.g * p.r + m % p.r);
                 if let Some(cap) = params.softcap {
                     *s = cap * (*s / cap).tanh();
                 }
                 if let Some(mask) = &params.additive_mask {
-                    *s += mask_value(mask, item.b, h, i, j);
+                    *s += mask_value(mask, item.b, item.g * p.r + m % p.r, i0 + m / p.r, j);
                 }
-                if (causal_edge || window_edge) && !params.key_visible(&p.dims, item.b, i, j) {
-                    *s = f32::NEG_INFINITY;
-                }
+            }
+        }
+    }
+    if causal_edge || window_edge {
+        // Row m is query i0 + m/r: key j is visible to the rows lo..hi (causal: i ≥ j − offset;
+        // window: i ≤ j + w − offset), so the rest of the key's rows are set to −∞.
+        let r = p.r as i64;
+        let rows_i = rows as i64;
+        for t in 0..nk {
+            let j = (j0 + t) as i64;
+            let lo = if params.causal != Causal::None { ((j - off - i0 as i64) * r).clamp(0, rows_i) } else { 0 };
+            let hi = match params.window_left {
+                Some(w) => ((j + w as i64 - off - i0 as i64 + 1) * r).clamp(0, rows_i),
+                None => rows_i,
+            };
+            for m in (0..lo as usize).chain((hi.max(lo) as usize)..rows) {
+                st[index(t, m)] = f32::NEG_INFINITY;
             }
         }
     }

@@ -9,7 +9,7 @@
 //! The item state is handed back in the prefill layout so the output and split-KV merge code is
 //! shared.
 
-use super::flash::{Item, Problem, Scratch, Tile, apply_element_masks, prefetch_keys};
+use super::flash::{Item, Problem, Scratch, Tile, apply_element_masks, prefetch_keys, widen_rows};
 use crate::simd::exp::exp_f32s;
 use crate::tensor::Data;
 use pulp::{Simd, WithSimd};
@@ -134,12 +134,7 @@ fn rows_of<'t>(
             Tile { data: &data[base..base + (nk - 1) * stride + len], stride }
         }
         _ => {
-            if len > 0 {
-                for t in 0..nk {
-                    let offset = view.layout().offset(&[item.b, item.g, j0 + t, 0]);
-                    view.data().widen(offset, &mut buf[t * len_pad..t * len_pad + len], p.isa);
-                }
-            }
+            widen_rows(p, view, item, j0, nk, len, len_pad, buf);
             Tile { data: &buf[..nk * len_pad], stride: len_pad }
         }
     }

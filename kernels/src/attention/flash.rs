@@ -12,12 +12,16 @@
 //! uses V in its natural layout too; the rescale by α is folded into loading the accumulator.
 //! Both products are register-blocked micro-kernels (4 broadcast values × up to 4 vectors).
 //!
-//! K/V tiles (`BK` keys) are widened to f32 scratch; Qᵀ, Sᵀ, Oᵀ and the tiles are the only
-//! buffers: O(rows × (D + Dv + BK)) per task, independent of N.
+//! K/V tiles (`BK` keys) are read in place when f32 and widened to f32 scratch otherwise; Qᵀ,
+//! Sᵀ, Oᵀ and the tiles are the only buffers: O(rows × (D + Dv + BK)) per thread (kept in a
+//! thread-local between calls), independent of N.
 //!
 //! The key range of an item is clipped by key lengths, causal and window masks, so fully masked
-//! tiles are never touched; element masks are applied only on tiles that straddle a mask edge
-//! (always when an additive mask or a softcap is given).
+//! tiles are never touched; causal/window edges are applied (as row ranges per key) only on tiles
+//! that straddle them; an additive mask or a softcap is applied element-wise on every tile.
+//!
+//! Items with at most `DECODE_ROWS` rows (decode) use the kernels in `decode.rs` instead, which
+//! put the head dimension in the lanes; the split-KV, merge and output code is shared.
 //!
 //! ## Split-KV (decode)
 //! When the queries fit one q tile and `Nkv > KV_CHUNK`, each item covers one fixed chunk of
@@ -377,9 +381,16 @@ impl WithSimd for ItemOp<'_, '_> {
                     continue;
                 }
                 let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
-                p.q.data().widen(offset, &mut s.row[..d], p.isa);
-                for c in 0..d {
-                    s.qt[c * m_pad + m] = s.row[c] * p.scale;
+                let q_data = p.q.data();
+                let row = match q_data.f32_run(offset, d) {
+                    Some(run) => run,
+                    None => {
+                        p.q.data().widen(offset, &mut s.row[..d], p.isa);
+                        &s.row[..d]
+                    }
+                };
+                for (c, x) in row.iter().enumerate() {
+                    s.qt[c * m_pad + m] = x * p.scale;
                 }
             }
         }
@@ -493,12 +504,7 @@ fn load_tile<'t>(
             Tile { data: &data[base..base + (nk - 1) * k_stride + d], stride: k_stride }
         }
         _ => {
-            for t in 0..nk {
-                if d > 0 {
-                    let k_off = p.k.layout().offset(&[item.b, item.g, j0 + t, 0]);
-                    p.k.data().widen(k_off, &mut kbuf[t * d..(t + 1) * d], p.isa);
-                }
-            }
+            widen_rows(p, &p.k, item, j0, nk, d, d, kbuf);
             Tile { data: &kbuf[..nk * d], stride: d }
         }
     };
@@ -508,16 +514,38 @@ fn load_tile<'t>(
             Tile { data: &data[base..base + (nk - 1) * v_stride + dv], stride: v_stride }
         }
         _ => {
-            for t in 0..nk {
-                if dv > 0 {
-                    let v_off = p.v.layout().offset(&[item.b, item.g, j0 + t, 0]);
-                    p.v.data().widen(v_off, &mut vbuf[t * dv_pad..t * dv_pad + dv], p.isa);
-                }
-            }
+            widen_rows(p, &p.v, item, j0, nk, dv, dv_pad, vbuf);
             Tile { data: &vbuf[..nk * dv_pad], stride: dv_pad }
         }
     };
     (k_tile, v_tile)
+}
+
+/// Widens rows `j0..j0+nk` (of length `len`) of K or V of item's (b, g) into `buf` with row
+/// stride `len_pad`: in one call when both the source rows and the destination are contiguous.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn widen_rows(
+    p: &Problem,
+    view: &View,
+    item: Item,
+    j0: usize,
+    nk: usize,
+    len: usize,
+    len_pad: usize,
+    buf: &mut [f32],
+) {
+    if len == 0 || nk == 0 {
+        return;
+    }
+    let base = view.layout().offset(&[item.b, item.g, j0, 0]);
+    if len == len_pad && (nk == 1 || view.strides()[2] == len) {
+        view.data().widen(base, &mut buf[..nk * len], p.isa);
+        return;
+    }
+    for t in 0..nk {
+        let offset = base + t * view.strides()[2];
+        view.data().widen(offset, &mut buf[t * len_pad..t * len_pad + len], p.isa);
+    }
 }
 
 /// `Sᵀ[j][·] = Σ_c K[j][c]·Qᵀ[c][·]` for the `nk_pad` keys of the tile.

@@ -199,11 +199,15 @@ pub fn mask_value(mask: &View, b: usize, h: usize, i: usize, j: usize) -> f32 {
 
 /// Fused attention; see the module docs for shapes, masks and semantics.
 ///
-/// FlashAttention-2 style: never materialises the score matrix,
-/// extra memory is O(threads × tile) independent of N, fully masked tiles are skipped, GQA heads
-/// share each K/V tile, and single-tile queries over long KV ranges are split into fixed chunks
-/// merged by log-sum-exp. Results are bit-identical for any rayon thread count. Accuracy: f32
-/// accumulation throughout; the softmax uses [`crate::simd::exp`] (≤ 3 ulp).
+/// FlashAttention-2 style: never materialises the score matrix, extra memory is O(threads × tile)
+/// independent of N, fully masked tiles are skipped, GQA heads share each K/V tile, and
+/// single-tile queries over long KV ranges (decode) are split into fixed chunks merged by
+/// log-sum-exp. Results are bit-identical for any rayon thread count. Accuracy: f32 accumulation
+/// throughout; the softmax uses [`crate::simd::exp`] (≤ 3 ulp). Runs at AVX-512 at most.
+///
+/// NaN: a NaN in a query row, or in a key it sees, makes that output row NaN. Unlike the
+/// reference, a NaN in V at a key that is masked *inside a computed tile* also reaches the row
+/// (0·NaN); keys in skipped tiles (causal, window, key lengths) never do.
 pub fn attention(
     q: &View,
     k: &View,

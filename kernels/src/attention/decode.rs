@@ -10,7 +10,7 @@
 //! shared.
 
 use super::flash::{Item, Problem, Scratch, Tile, apply_element_masks, prefetch_keys, widen_rows};
-use crate::simd::exp::exp_f32s;
+use crate::simd::exp::exp_no_overflow_f32s;
 use crate::tensor::Data;
 use pulp::{Simd, WithSimd};
 
@@ -201,11 +201,11 @@ fn softmax_row<S: Simd>(simd: S, row: &mut [f32], m_old: f32) -> (f32, f32, f32)
     }
     let mx = simd.reduce_max_f32s(mx).max(m_old);
     let base = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
-    let a = simd.reduce_max_f32s(exp_f32s(simd, simd.splat_f32s(m_old - base)));
+    let a = simd.reduce_max_f32s(exp_no_overflow_f32s(simd, simd.splat_f32s(m_old - base)));
     let b = simd.splat_f32s(base);
     let mut sum = simd.splat_f32s(0.0);
     for x in v.iter_mut() {
-        let e = exp_f32s(simd, simd.sub_f32s(*x, b));
+        let e = exp_no_overflow_f32s(simd, simd.sub_f32s(*x, b));
         *x = e;
         sum = simd.add_f32s(sum, e);
     }

@@ -32,7 +32,7 @@
 use super::decode::{DECODE_ROWS, DecodeOp};
 use super::{AttentionDims, AttentionParams, Causal, mask_value};
 use crate::isa::Isa;
-use crate::simd::exp::exp_f32s;
+use crate::simd::exp::exp_no_overflow_f32s;
 use crate::simd::vectorize;
 use crate::tensor::{SharedOut, View, ViewMut};
 use pulp::{Simd, WithSimd};
@@ -720,13 +720,13 @@ fn softmax_update<S: Simd>(
             mx = simd.max_f32s(mx, st[j * mv + v]);
         }
         let base = simd.select_f32s(simd.equal_f32s(mx, neg_inf), zero, mx);
-        let a = exp_f32s(simd, simd.sub_f32s(m[v], base));
+        let a = exp_no_overflow_f32s(simd, simd.sub_f32s(m[v], base));
         let mut sum0 = zero;
         let mut sum1 = zero;
         let mut j = 0;
         while j + 1 < nk_pad {
-            let p0 = exp_f32s(simd, simd.sub_f32s(st[j * mv + v], base));
-            let p1 = exp_f32s(simd, simd.sub_f32s(st[(j + 1) * mv + v], base));
+            let p0 = exp_no_overflow_f32s(simd, simd.sub_f32s(st[j * mv + v], base));
+            let p1 = exp_no_overflow_f32s(simd, simd.sub_f32s(st[(j + 1) * mv + v], base));
             st[j * mv + v] = p0;
             st[(j + 1) * mv + v] = p1;
             sum0 = simd.add_f32s(sum0, p0);
@@ -734,7 +734,7 @@ fn softmax_update<S: Simd>(
             j += 2;
         }
         if j < nk_pad {
-            let p0 = exp_f32s(simd, simd.sub_f32s(st[j * mv + v], base));
+            let p0 = exp_no_overflow_f32s(simd, simd.sub_f32s(st[j * mv + v], base));
             st[j * mv + v] = p0;
             sum0 = simd.add_f32s(sum0, p0);
         }

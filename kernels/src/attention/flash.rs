@@ -433,7 +433,8 @@ impl WithSimd for ItemOp<'_, '_> {
     }
 }
 
-/// Hints the cache to fetch K and V rows `j0..j1` (the next tile) while this one is computed:
+/// Hints the cache to fetch K and V rows `j0..j1` (the next tile) into L2 (a tile does not fit in
+/// L1 beside the current one) while this one is computed:
 /// decode streams the KV cache from DRAM once, and the micro-kernels' access order (4 rows at a
 /// time, V by column blocks) is not one the hardware prefetchers follow well.
 pub(super) fn prefetch_keys(p: &Problem, item: Item, j0: usize, j1: usize) {
@@ -454,7 +455,7 @@ fn prefetch(data: crate::tensor::Data, offset: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use crate::tensor::Data;
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
         let (ptr, bytes) = match data {
             Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
             Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
@@ -463,7 +464,7 @@ fn prefetch(data: crate::tensor::Data, offset: usize, len: usize) {
         for line in (0..bytes).step_by(64) {
             // SAFETY: `prefetch` is only a hint and never faults; the address is inside the slice
             // (line < bytes), SSE is part of the x86-64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.wrapping_add(line)) }
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ptr.wrapping_add(line)) }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

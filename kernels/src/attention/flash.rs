@@ -177,7 +177,7 @@ pub(super) fn run(
     let lse = lse.map(|l| l.shared());
     let sink = Sink { out: &out, lse: lse.as_ref() };
     let n_items = problem.n_items();
-    let macs = dims.b * dims.h_q * dims.n_q * dims.n_kv * (dims.d + dims.d_v);
+    let macs = [dims.h_q, dims.n_q, dims.n_kv, dims.d + dims.d_v].iter().fold(dims.b, |a, &x| a.saturating_mul(x));
     let serial = macs < SERIAL_MACS;
     if n_chunks == 1 {
         let work = |idx: usize| {

@@ -7,6 +7,7 @@
 //! small `#[target_feature]` functions beside the generic code they accelerate.
 
 pub mod convert;
+pub mod exp;
 
 use crate::isa::{Isa, detected_isa};
 use pulp::{Simd, WithSimd};

@@ -1,0 +1,833 @@
+//! The FlashAttention-2 style kernel behind [`super::attention`].
+//!
+//! ## Work decomposition
+//! A *work item* is `(b, kv head g, q tile, kv chunk)`. Its rows are the `bq` queries of the tile
+//! times the `r = Hq/Hkv` query heads that share KV head `g` (row `m = qi·r + h_local`), so every
+//! K/V tile is read once per KV head (GQA/MQA). `bq·r ≈ 64` rows.
+//!
+//! All per-row state is *transposed*: rows live in SIMD lanes. With Qᵀ `[D][M]` packed once per
+//! item, the scores of a K tile are `Sᵀ[j][m..m+L] = Σ_c K[j][c] · Qᵀ[c][m..m+L]` (broadcast a K
+//! element, FMA a vector of rows: K needs no transposition), the online-softmax max and sum are
+//! vertical (no horizontal reductions), and `Oᵀ[c][m..] = α·Oᵀ[c][m..] + Σ_j V[j][c] · Pᵀ[j][m..]`
+//! uses V in its natural layout too; the rescale by α is folded into loading the accumulator.
+//! Both products are register-blocked micro-kernels (4 broadcast values × up to 4 vectors).
+//!
+//! K/V tiles (`BK` keys) are read in place when f32 and widened to f32 scratch otherwise; Qᵀ,
+//! Sᵀ, Oᵀ and the tiles are the only buffers: O(rows × (D + Dv + BK)) per thread (kept in a
+//! thread-local between calls), independent of N.
+//!
+//! The key range of an item is clipped by key lengths, causal and window masks, so fully masked
+//! tiles are never touched; causal/window edges are applied (as row ranges per key) only on tiles
+//! that straddle them; an additive mask or a softcap is applied element-wise on every tile.
+//!
+//! Items with at most `DECODE_ROWS` rows (decode) use the kernels in `decode.rs` instead, which
+//! put the head dimension in the lanes; the split-KV, merge and output code is shared.
+//!
+//! ## Split-KV (decode)
+//! When the queries fit one q tile and `Nkv > KV_CHUNK`, each item covers one fixed chunk of
+//! `KV_CHUNK` keys; the partial (unnormalised O, max, sum) of the chunks are merged by their
+//! log-sum-exp in chunk order. Chunking depends only on the shape, so results are bit-identical
+//! for any thread count.
+
+use super::decode::{DECODE_ROWS, DecodeOp};
+use super::{AttentionDims, AttentionParams, Causal, mask_value};
+use crate::isa::Isa;
+use crate::simd::exp::exp_no_overflow_f32s;
+use crate::simd::vectorize;
+use crate::tensor::{SharedOut, View, ViewMut};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Keys per K/V tile.
+const BK: usize = 64;
+/// Target rows (queries × grouped heads) per work item.
+const TARGET_ROWS: usize = 64;
+/// Keys per split-KV chunk (a multiple of `BK`).
+const KV_CHUNK: usize = 512;
+/// Below this many multiply-adds the call runs on the calling thread.
+const SERIAL_MACS: usize = 1 << 19;
+/// Broadcast values per micro-kernel block (keys for Sᵀ, value columns for Oᵀ).
+const AB: usize = 4;
+
+/// Everything a work item needs, shared by all tasks.
+pub(super) struct Problem<'a> {
+    pub(super) q: View<'a>,
+    pub(super) k: View<'a>,
+    pub(super) v: View<'a>,
+    pub(super) params: &'a AttentionParams<'a>,
+    pub(super) dims: AttentionDims,
+    pub(super) isa: Isa,
+    pub(super) scale: f32,
+    /// Query heads per KV head.
+    pub(super) r: usize,
+    /// Queries per q tile.
+    pub(super) bq: usize,
+    pub(super) n_qt: usize,
+    /// Keys per chunk (`usize::MAX` when not split).
+    pub(super) chunk: usize,
+    pub(super) n_chunks: usize,
+    /// `Dv` rounded up to a multiple of `AB`.
+    pub(super) dv_pad: usize,
+}
+
+/// One work item's identity.
+#[derive(Clone, Copy)]
+pub(super) struct Item {
+    pub(super) b: usize,
+    pub(super) g: usize,
+    pub(super) qt: usize,
+    pub(super) chunk: usize,
+}
+
+/// Per-task scratch (f32, lanes-multiple padded); reused across the items a task runs.
+#[derive(Default)]
+pub(super) struct Scratch {
+    pub(super) qt: Vec<f32>,
+    pub(super) k: Vec<f32>,
+    pub(super) v: Vec<f32>,
+    pub(super) s: Vec<f32>,
+    pub(super) o: Vec<f32>,
+    pub(super) m: Vec<f32>,
+    pub(super) l: Vec<f32>,
+    pub(super) alpha: Vec<f32>,
+    pub(super) row: Vec<f32>,
+    pub(super) zeros: Vec<f32>,
+}
+
+/// The result of an item that is merged with other chunks: rows × Dv (unnormalised), max, sum.
+struct Partial {
+    o: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+impl<'a> Problem<'a> {
+    pub(super) fn rows(&self, qt: usize) -> (usize, usize) {
+        let i0 = qt * self.bq;
+        (i0, (i0 + self.bq).min(self.dims.n_q))
+    }
+
+    /// The keys `[start, end)` some row of `[i0, i1)` may see (empty when all are masked).
+    pub(super) fn key_range(&self, b: usize, i0: usize, i1: usize) -> (usize, usize) {
+        let p = self.params;
+        let off = self.dims.diagonal_offset(p.causal);
+        let mut end = self.dims.n_kv as i64;
+        if let Some(lengths) = p.key_lengths {
+            end = end.min(lengths[b] as i64);
+        }
+        if p.causal != Causal::None {
+            end = end.min(i1 as i64 - 1 + off + 1);
+        }
+        let mut start = 0i64;
+        if let Some(w) = p.window_left {
+            start = start.max(i0 as i64 + off - w as i64);
+        }
+        let end = end.max(0) as usize;
+        (start.clamp(0, end as i64) as usize, end)
+    }
+
+    fn n_items(&self) -> usize {
+        self.dims.b * self.dims.h_kv * self.n_qt * self.n_chunks
+    }
+
+    /// Item `idx` in (b, g, q tile, chunk) order; enumerated, never materialised (no O(N) list).
+    fn item(&self, idx: usize) -> Item {
+        let chunk = idx % self.n_chunks;
+        let rest = idx / self.n_chunks;
+        let qt = rest % self.n_qt;
+        let rest = rest / self.n_qt;
+        Item { b: rest / self.dims.h_kv, g: rest % self.dims.h_kv, qt, chunk }
+    }
+}
+
+/// Runs the kernel at level `isa` (the caller validated the arguments and recorded the level).
+pub(super) fn run(
+    isa: Isa,
+    [q, k, v]: [&View; 3],
+    out: &mut ViewMut,
+    params: &AttentionParams,
+    lse: Option<&mut ViewMut>,
+    dims: AttentionDims,
+) {
+    if dims.b == 0 || dims.h_q == 0 || dims.n_q == 0 {
+        return;
+    }
+    let r = dims.h_q / dims.h_kv;
+    let bq = q_tile(&dims);
+    let n_qt = dims.n_q.div_ceil(bq);
+    let (chunk, n_chunks) =
+        if n_qt == 1 && dims.n_kv > KV_CHUNK { (KV_CHUNK, dims.n_kv.div_ceil(KV_CHUNK)) } else { (usize::MAX, 1) };
+    let problem = Problem {
+        q: *q,
+        k: *k,
+        v: *v,
+        params,
+        dims,
+        isa,
+        scale: params.scale_for(dims.d),
+        r,
+        bq,
+        n_qt,
+        chunk,
+        n_chunks,
+        dv_pad: dims.d_v.div_ceil(AB) * AB,
+    };
+    let out = out.shared();
+    let lse = lse.map(|l| l.shared());
+    let sink = Sink { out: &out, lse: lse.as_ref() };
+    let n_items = problem.n_items();
+    let macs = [dims.h_q, dims.n_q, dims.n_kv, dims.d + dims.d_v].iter().fold(dims.b, |a, &x| a.saturating_mul(x));
+    let serial = macs < SERIAL_MACS;
+    if n_chunks == 1 {
+        let work = |idx: usize| {
+            let item = problem.item(idx);
+            with_scratch(|scratch| {
+                compute(&problem, item, scratch);
+                write_rows(&problem, item, scratch, &sink);
+            });
+        };
+        if serial {
+            (0..n_items).for_each(work);
+        } else {
+            (0..n_items).into_par_iter().with_max_len(1).for_each(work);
+        }
+    } else {
+        let work = |idx: usize| {
+            let item = problem.item(idx);
+            with_scratch(|scratch| {
+                compute(&problem, item, scratch);
+                extract_partial(&problem, item, scratch)
+            })
+        };
+        let partials: Vec<Partial> = if serial {
+            (0..n_items).map(work).collect()
+        } else {
+            (0..n_items).into_par_iter().with_max_len(1).map(work).collect()
+        };
+        let merge = |(group, parts): (usize, &[Partial])| {
+            merge_partials(&problem, problem.item(group * n_chunks), parts, &sink);
+        };
+        if serial {
+            partials.chunks(n_chunks).enumerate().for_each(merge);
+        } else {
+            partials.par_chunks(n_chunks).enumerate().for_each(merge);
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's scratch, kept between calls (O(tile): its size is set by the largest item
+    /// the thread ran, never by N).
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch (a fresh one should the thread's be in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
+/// Queries per q tile for `r` query heads per KV head.
+pub(super) fn q_tile(dims: &AttentionDims) -> usize {
+    (TARGET_ROWS / (dims.h_q / dims.h_kv.max(1)).max(1)).max(1).min(dims.n_q.max(1))
+}
+
+/// Where finished rows go.
+struct Sink<'s, 'o> {
+    out: &'s SharedOut<'o>,
+    lse: Option<&'s SharedOut<'o>>,
+}
+
+impl Sink<'_, '_> {
+    /// Normalises and stores one output row (and its LSE).
+    fn store(&self, p: &Problem, [b, h, i]: [usize; 3], o: &mut [f32], m: f32, l: f32) {
+        let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
+        for x in o.iter_mut() {
+            *x *= inv;
+        }
+        if !o.is_empty() {
+            let offset = self.out.layout().offset(&[b, h, i, 0]);
+            // SAFETY: row (b, h, i) is written by exactly one task (the item owning query tile of
+            // i, KV head of h, batch b), and the output layout was validated as non-overlapping,
+            // so this run of Dv elements is disjoint from every other task's.
+            unsafe { self.out.run(offset, o.len()) }.store(0, o, p.isa);
+        }
+        if let Some(lse) = self.lse {
+            let value = if l == 0.0 { f32::NEG_INFINITY } else { m + l.ln() };
+            let offset = lse.layout().offset(&[b, h, i]);
+            // SAFETY: as above, element (b, h, i) of the validated, non-overlapping LSE view
+            // belongs to this task alone.
+            unsafe { lse.run(offset, 1) }.store(0, &[value], p.isa);
+        }
+    }
+}
+
+/// Lanes per vector at `isa` (what `vectorize` will pick).
+fn lanes(isa: Isa) -> usize {
+    struct Lanes;
+    impl WithSimd for Lanes {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _: S) -> usize {
+            S::F32_LANES
+        }
+    }
+    vectorize(isa, Lanes)
+}
+
+/// The row count of an item, padded to whole vectors.
+pub(super) fn padded_rows(p: &Problem, valid: usize) -> usize {
+    valid.div_ceil(lanes(p.isa)) * lanes(p.isa)
+}
+
+/// Writes the finished rows of an unsplit item.
+fn write_rows(p: &Problem, item: Item, s: &mut Scratch, sink: &Sink) {
+    let (i0, i1) = p.rows(item.qt);
+    let m_pad = padded_rows(p, (i1 - i0) * p.r);
+    let dv = p.dims.d_v;
+    s.row.resize(dv, 0.0);
+    for qi in 0..i1 - i0 {
+        for hl in 0..p.r {
+            let m = qi * p.r + hl;
+            for (c, x) in s.row.iter_mut().enumerate() {
+                *x = s.o[c * m_pad + m];
+            }
+            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut s.row, s.m[m], s.l[m]);
+        }
+    }
+}
+
+/// Copies an item's state out as a chunk partial (rows × Dv).
+fn extract_partial(p: &Problem, item: Item, s: &Scratch) -> Partial {
+    let (i0, i1) = p.rows(item.qt);
+    let rows = (i1 - i0) * p.r;
+    let m_pad = padded_rows(p, rows);
+    let dv = p.dims.d_v;
+    let mut o = vec![0.0; rows * dv];
+    for m in 0..rows {
+        for c in 0..dv {
+            o[m * dv + c] = s.o[c * m_pad + m];
+        }
+    }
+    Partial { o, m: s.m[..rows].to_vec(), l: s.l[..rows].to_vec() }
+}
+
+/// Merges the chunk partials of one (b, g, q tile) in chunk order and writes the rows.
+fn merge_partials(p: &Problem, item: Item, parts: &[Partial], sink: &Sink) {
+    let (i0, i1) = p.rows(item.qt);
+    let dv = p.dims.d_v;
+    let mut row = vec![0.0f32; dv];
+    for qi in 0..i1 - i0 {
+        for hl in 0..p.r {
+            let m = qi * p.r + hl;
+            let max = parts.iter().map(|part| part.m[m]).fold(f32::NEG_INFINITY, f32::max);
+            let base = if max == f32::NEG_INFINITY { 0.0 } else { max };
+            row.fill(0.0);
+            let mut l = 0.0f32;
+            for part in parts {
+                let w = (part.m[m] - base).exp();
+                l += w * part.l[m];
+                for (x, y) in row.iter_mut().zip(&part.o[m * dv..(m + 1) * dv]) {
+                    *x += w * y;
+                }
+            }
+            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut row, max, l);
+        }
+    }
+}
+
+/// Runs one item: leaves Oᵀ (unnormalised, `[dv_pad][m_pad]`), m and l in the scratch.
+fn compute(p: &Problem, item: Item, scratch: &mut Scratch) {
+    let (i0, i1) = p.rows(item.qt);
+    if (i1 - i0) * p.r <= DECODE_ROWS {
+        vectorize(p.isa, DecodeOp { p, item, s: scratch });
+    } else {
+        vectorize(p.isa, ItemOp { p, item, s: scratch });
+    }
+}
+
+struct ItemOp<'p, 's> {
+    p: &'p Problem<'p>,
+    item: Item,
+    s: &'s mut Scratch,
+}
+
+impl WithSimd for ItemOp<'_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let ItemOp { p, item, s } = self;
+        let dims = &p.dims;
+        let (d, dv_pad, r) = (dims.d, p.dv_pad, p.r);
+        let (i0, i1) = p.rows(item.qt);
+        let rows = (i1 - i0) * r;
+        let lanes = S::F32_LANES;
+        let m_pad = rows.div_ceil(lanes) * lanes;
+        let mv = m_pad / lanes;
+        let vmax = if lanes >= 16 { 4 } else { 2 };
+
+        // Qᵀ, pre-scaled; padding rows are zero.
+        s.qt.clear();
+        s.qt.resize(d * m_pad, 0.0);
+        s.row.resize(d.max(dims.d_v), 0.0);
+        for qi in 0..i1 - i0 {
+            for hl in 0..r {
+                let m = qi * r + hl;
+                if d == 0 {
+                    continue;
+                }
+                let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
+                let q_data = p.q.data();
+                let row = match q_data.f32_run(offset, d) {
+                    Some(run) => run,
+                    None => {
+                        p.q.data().widen(offset, &mut s.row[..d], p.isa);
+                        &s.row[..d]
+                    }
+                };
+                for (c, x) in row.iter().enumerate() {
+                    s.qt[c * m_pad + m] = x * p.scale;
+                }
+            }
+        }
+        s.o.clear();
+        s.o.resize(dv_pad * m_pad, 0.0);
+        s.m.clear();
+        s.m.resize(m_pad, f32::NEG_INFINITY);
+        s.l.clear();
+        s.l.resize(m_pad, 0.0);
+        s.alpha.resize(m_pad, 0.0);
+        s.k.resize(BK * d, 0.0);
+        s.v.clear();
+        s.v.resize(BK * dv_pad, 0.0);
+        s.zeros.clear();
+        s.zeros.resize(d, 0.0);
+        s.s.resize(BK * m_pad, 0.0);
+
+        let (mut start, mut end) = p.key_range(item.b, i0, i1);
+        if p.chunk != usize::MAX {
+            start = start.max(item.chunk * p.chunk);
+            end = end.min((item.chunk + 1) * p.chunk);
+        }
+        let mut j0 = start;
+        while j0 < end {
+            let j1 = (j0 + BK).min(end);
+            let nk = j1 - j0;
+            let nk_pad = nk.div_ceil(AB) * AB;
+            // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
+            // stream the cache once, from memory.
+            if p.chunk != usize::MAX && j1 < end {
+                prefetch_keys(p, item, j1, (j1 + BK).min(end));
+            }
+            let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);
+            scores(simd, &s.qt, k_tile, &s.zeros, d, mv, vmax, (nk, nk_pad), &mut s.s);
+            apply_masks(p, item, (i0, i1), (j0, nk, nk_pad), m_pad, &mut s.s);
+            softmax_update(simd, mv, nk_pad, &mut s.s, &mut s.m, &mut s.l, &mut s.alpha);
+            accumulate(simd, &s.s, v_tile, &s.alpha, dv_pad, mv, vmax, nk, &mut s.o);
+            j0 = j1;
+        }
+    }
+}
+
+/// Hints the cache to fetch K and V rows `j0..j1` (the next tile) into L2 (a tile does not fit in
+/// L1 beside the current one) while this one is computed:
+/// decode streams the KV cache from DRAM once, and the micro-kernels' access order (4 rows at a
+/// time, V by column blocks) is not one the hardware prefetchers follow well.
+pub(super) fn prefetch_keys(p: &Problem, item: Item, j0: usize, j1: usize) {
+    for (view, len) in [(&p.k, p.dims.d), (&p.v, p.dims.d_v)] {
+        if len == 0 {
+            continue;
+        }
+        for j in j0..j1 {
+            let offset = view.layout().offset(&[item.b, item.g, j, 0]);
+            prefetch(view.data(), offset, len);
+        }
+    }
+}
+
+/// Prefetches the cache lines of elements `offset..offset + len` (a hint; no effect elsewhere).
+#[inline(always)]
+fn prefetch(data: crate::tensor::Data, offset: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::tensor::Data;
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        let (ptr, bytes) = match data {
+            Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
+            Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+            Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
+        };
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: `prefetch` is only a hint and never faults; the address is inside the slice
+            // (line < bytes), SSE is part of the x86-64 baseline.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(ptr.wrapping_add(line)) }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, offset, len);
+}
+
+/// Rows of a K or V tile: row `t` is `data[t·stride..][..len]` (the input itself for f32 data,
+/// else the widened scratch).
+#[derive(Clone, Copy)]
+pub(super) struct Tile<'t> {
+    pub(super) data: &'t [f32],
+    pub(super) stride: usize,
+}
+
+impl<'t> Tile<'t> {
+    #[inline(always)]
+    pub(super) fn row(&self, t: usize, len: usize) -> &'t [f32] {
+        &self.data[t * self.stride..t * self.stride + len]
+    }
+}
+
+/// K and V rows `j0..j0+nk`: borrowed from f32 inputs, widened into the scratch otherwise (V also
+/// when Dv is not a multiple of `AB`, since the micro-kernel reads `AB` columns at a time).
+fn load_tile<'t>(
+    p: &'t Problem,
+    item: Item,
+    j0: usize,
+    nk: usize,
+    kbuf: &'t mut [f32],
+    vbuf: &'t mut [f32],
+) -> (Tile<'t>, Tile<'t>) {
+    let (d, dv, dv_pad) = (p.dims.d, p.dims.d_v, p.dv_pad);
+    let k_stride = p.k.strides()[2];
+    let v_stride = p.v.strides()[2];
+    let k_tile = match p.k.data() {
+        crate::tensor::Data::F32(data) if d > 0 => {
+            let base = p.k.layout().offset(&[item.b, item.g, j0, 0]);
+            Tile { data: &data[base..base + (nk - 1) * k_stride + d], stride: k_stride }
+        }
+        _ => {
+            widen_rows(p, &p.k, item, j0, nk, d, d, kbuf);
+            Tile { data: &kbuf[..nk * d], stride: d }
+        }
+    };
+    let v_tile = match p.v.data() {
+        crate::tensor::Data::F32(data) if dv > 0 && dv == dv_pad => {
+            let base = p.v.layout().offset(&[item.b, item.g, j0, 0]);
+            Tile { data: &data[base..base + (nk - 1) * v_stride + dv], stride: v_stride }
+        }
+        _ => {
+            widen_rows(p, &p.v, item, j0, nk, dv, dv_pad, vbuf);
+            Tile { data: &vbuf[..nk * dv_pad], stride: dv_pad }
+        }
+    };
+    (k_tile, v_tile)
+}
+
+/// Widens rows `j0..j0+nk` (of length `len`) of K or V of item's (b, g) into `buf` with row
+/// stride `len_pad`: in one call when both the source rows and the destination are contiguous.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn widen_rows(
+    p: &Problem,
+    view: &View,
+    item: Item,
+    j0: usize,
+    nk: usize,
+    len: usize,
+    len_pad: usize,
+    buf: &mut [f32],
+) {
+    if len == 0 || nk == 0 {
+        return;
+    }
+    let base = view.layout().offset(&[item.b, item.g, j0, 0]);
+    if len == len_pad && (nk == 1 || view.strides()[2] == len) {
+        view.data().widen(base, &mut buf[..nk * len], p.isa);
+        return;
+    }
+    for t in 0..nk {
+        let offset = base + t * view.strides()[2];
+        view.data().widen(offset, &mut buf[t * len_pad..t * len_pad + len], p.isa);
+    }
+}
+
+/// `Sᵀ[j][·] = Σ_c K[j][c]·Qᵀ[c][·]` for the `nk_pad` keys of the tile.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn scores<S: Simd>(
+    simd: S,
+    qt: &[f32],
+    k: Tile,
+    zeros: &[f32],
+    d: usize,
+    mv: usize,
+    vmax: usize,
+    (nk, nk_pad): (usize, usize),
+    st: &mut [f32],
+) {
+    let qt = S::as_simd_f32s(qt).0;
+    let st = S::as_mut_simd_f32s(st).0;
+    for j in (0..nk_pad).step_by(AB) {
+        let krows: [&[f32]; AB] = std::array::from_fn(|t| if j + t < nk { k.row(j + t, d) } else { &zeros[..d] });
+        let mut v0 = 0;
+        while v0 < mv {
+            let nv = (mv - v0).min(vmax);
+            match nv {
+                4 => scores_block::<S, 4>(simd, qt, krows, d, mv, v0, j, st),
+                3 => scores_block::<S, 3>(simd, qt, krows, d, mv, v0, j, st),
+                2 => scores_block::<S, 2>(simd, qt, krows, d, mv, v0, j, st),
+                _ => scores_block::<S, 1>(simd, qt, krows, d, mv, v0, j, st),
+            }
+            v0 += nv;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn scores_block<S: Simd, const V: usize>(
+    simd: S,
+    qt: &[S::f32s],
+    krows: [&[f32]; AB],
+    d: usize,
+    mv: usize,
+    v0: usize,
+    j: usize,
+    st: &mut [S::f32s],
+) {
+    let mut acc = [[simd.splat_f32s(0.0); V]; AB];
+    let [k0, k1, k2, k3] = krows;
+    let (k0, k1, k2, k3) = (&k0[..d], &k1[..d], &k2[..d], &k3[..d]);
+    // A macro, not a closure: closures are not inlined into pulp's target-feature context.
+    macro_rules! step {
+        ($c:expr, $acc:expr) => {{
+            let c = $c;
+            let qv: &[S::f32s; V] = qt[c * mv + v0..c * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
+            let kc = [k0[c], k1[c], k2[c], k3[c]];
+            for t in 0..AB {
+                let b = simd.splat_f32s(kc[t]);
+                for u in 0..V {
+                    $acc[t][u] = simd.mul_add_e_f32s(b, qv[u], $acc[t][u]);
+                }
+            }
+        }};
+    }
+    let mut c = 0;
+    if V == 1 {
+        // A single vector gives only AB dependency chains: interleave a second set to hide latency.
+        let mut acc2 = [[simd.splat_f32s(0.0); V]; AB];
+        while c + 1 < d {
+            step!(c, acc);
+            step!(c + 1, acc2);
+            c += 2;
+        }
+        for t in 0..AB {
+            acc[t][0] = simd.add_f32s(acc[t][0], acc2[t][0]);
+        }
+    }
+    while c < d {
+        step!(c, acc);
+        c += 1;
+    }
+    for t in 0..AB {
+        st[(j + t) * mv + v0..(j + t) * mv + v0 + V].copy_from_slice(&acc[t]);
+    }
+}
+
+/// Softcap, additive mask and the element masks of tiles that straddle a mask edge; padding
+/// keys become −∞.
+fn apply_masks(
+    p: &Problem,
+    item: Item,
+    (i0, i1): (usize, usize),
+    (j0, nk, nk_pad): (usize, usize, usize),
+    m_pad: usize,
+    st: &mut [f32],
+) {
+    apply_element_masks(p, item, (i0, i1), j0, nk, st, |t, m| t * m_pad + m);
+    st[nk * m_pad..nk_pad * m_pad].fill(f32::NEG_INFINITY);
+}
+
+/// Softcap, additive mask and (on tiles that straddle a causal or window edge) the element masks
+/// for keys `j0..j0+nk` and every valid row; `index(t, m)` locates key `t`, row `m` in `st`.
+pub(super) fn apply_element_masks(
+    p: &Problem,
+    item: Item,
+    (i0, i1): (usize, usize),
+    j0: usize,
+    nk: usize,
+    st: &mut [f32],
+    index: impl Fn(usize, usize) -> usize,
+) {
+    let params = p.params;
+    let off = p.dims.diagonal_offset(params.causal);
+    let (diag_lo, diag_hi) = (i0 as i64 + off, i1 as i64 - 1 + off);
+    let j_last = (j0 + nk) as i64 - 1;
+    let causal_edge = params.causal != Causal::None && j_last > diag_lo;
+    let window_edge = params.window_left.is_some_and(|w| (j0 as i64) + (w as i64) < diag_hi);
+    let rows = (i1 - i0) * p.r;
+    if params.additive_mask.is_some() || params.softcap.is_some() {
+        for t in 0..nk {
+            let j = j0 + t;
+            for m in 0..rows {
+                let s = &mut st[index(t, m)];
+                if let Some(cap) = params.softcap {
+                    *s = cap * (*s / cap).tanh();
+                }
+                if let Some(mask) = &params.additive_mask {
+                    *s += mask_value(mask, item.b, item.g * p.r + m % p.r, i0 + m / p.r, j);
+                }
+            }
+        }
+    }
+    if causal_edge || window_edge {
+        // Row m is query i0 + m/r: key j is visible to the rows lo..hi (causal: i ≥ j − offset;
+        // window: i ≤ j + w − offset), so the rest of the key's rows are set to −∞.
+        let r = p.r as i64;
+        let rows_i = rows as i64;
+        for t in 0..nk {
+            let j = (j0 + t) as i64;
+            let lo = if params.causal != Causal::None { ((j - off - i0 as i64) * r).clamp(0, rows_i) } else { 0 };
+            let hi = match params.window_left {
+                Some(w) => ((j + w as i64 - off - i0 as i64 + 1) * r).clamp(0, rows_i),
+                None => rows_i,
+            };
+            for m in (0..lo as usize).chain((hi.max(lo) as usize)..rows) {
+                st[index(t, m)] = f32::NEG_INFINITY;
+            }
+        }
+    }
+}
+
+/// Online softmax over the tile: new running max, `P = exp(S − m)` in place, `α = exp(m_old − m)`,
+/// `l = α·l + Σ P`. A row whose max is still −∞ uses 0 as its reference (so −∞ − −∞ never occurs).
+#[inline(always)]
+fn softmax_update<S: Simd>(
+    simd: S,
+    mv: usize,
+    nk_pad: usize,
+    st: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    let st = S::as_mut_simd_f32s(st).0;
+    let m = S::as_mut_simd_f32s(m).0;
+    let l = S::as_mut_simd_f32s(l).0;
+    let alpha = S::as_mut_simd_f32s(alpha).0;
+    let neg_inf = simd.splat_f32s(f32::NEG_INFINITY);
+    let zero = simd.splat_f32s(0.0);
+    for v in 0..mv {
+        let mut mx = m[v];
+        for j in 0..nk_pad {
+            mx = simd.max_f32s(mx, st[j * mv + v]);
+        }
+        let base = simd.select_f32s(simd.equal_f32s(mx, neg_inf), zero, mx);
+        let a = exp_no_overflow_f32s(simd, simd.sub_f32s(m[v], base));
+        let mut sum0 = zero;
+        let mut sum1 = zero;
+        let mut j = 0;
+        while j + 1 < nk_pad {
+            let p0 = exp_no_overflow_f32s(simd, simd.sub_f32s(st[j * mv + v], base));
+            let p1 = exp_no_overflow_f32s(simd, simd.sub_f32s(st[(j + 1) * mv + v], base));
+            st[j * mv + v] = p0;
+            st[(j + 1) * mv + v] = p1;
+            sum0 = simd.add_f32s(sum0, p0);
+            sum1 = simd.add_f32s(sum1, p1);
+            j += 2;
+        }
+        if j < nk_pad {
+            let p0 = exp_no_overflow_f32s(simd, simd.sub_f32s(st[j * mv + v], base));
+            st[j * mv + v] = p0;
+            sum0 = simd.add_f32s(sum0, p0);
+        }
+        l[v] = simd.mul_add_e_f32s(l[v], a, simd.add_f32s(sum0, sum1));
+        alpha[v] = a;
+        m[v] = mx;
+    }
+}
+
+/// `Oᵀ[c][·] = α·Oᵀ[c][·] + Σ_j V[j][c]·Pᵀ[j][·]`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn accumulate<S: Simd>(
+    simd: S,
+    pt: &[f32],
+    vt: Tile,
+    alpha: &[f32],
+    dv_pad: usize,
+    mv: usize,
+    vmax: usize,
+    nk: usize,
+    ot: &mut [f32],
+) {
+    let pt = S::as_simd_f32s(pt).0;
+    let alpha = S::as_simd_f32s(alpha).0;
+    let ot = S::as_mut_simd_f32s(ot).0;
+    for c in (0..dv_pad).step_by(AB) {
+        let mut v0 = 0;
+        while v0 < mv {
+            let nv = (mv - v0).min(vmax);
+            match nv {
+                4 => accumulate_block::<S, 4>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                3 => accumulate_block::<S, 3>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                2 => accumulate_block::<S, 2>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                _ => accumulate_block::<S, 1>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+            }
+            v0 += nv;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn accumulate_block<S: Simd, const V: usize>(
+    simd: S,
+    pt: &[S::f32s],
+    vt: Tile,
+    alpha: &[S::f32s],
+    mv: usize,
+    v0: usize,
+    c: usize,
+    nk: usize,
+    ot: &mut [S::f32s],
+) {
+    let mut acc = [[simd.splat_f32s(0.0); V]; AB];
+    for t in 0..AB {
+        for u in 0..V {
+            acc[t][u] = simd.mul_f32s(ot[(c + t) * mv + v0 + u], alpha[v0 + u]);
+        }
+    }
+    macro_rules! step {
+        ($j:expr, $acc:expr) => {{
+            let j = $j;
+            let pv: &[S::f32s; V] = pt[j * mv + v0..j * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
+            let vc: &[f32; AB] =
+                vt.data[j * vt.stride + c..j * vt.stride + c + AB].try_into().unwrap_or_else(|_| unreachable!());
+            for t in 0..AB {
+                let b = simd.splat_f32s(vc[t]);
+                for u in 0..V {
+                    $acc[t][u] = simd.mul_add_e_f32s(b, pv[u], $acc[t][u]);
+                }
+            }
+        }};
+    }
+    let mut j = 0;
+    if V == 1 {
+        // As in `scores_block`: a second accumulator set (even/odd keys) hides FMA latency.
+        let mut acc2 = [[simd.splat_f32s(0.0); V]; AB];
+        while j + 1 < nk {
+            step!(j, acc);
+            step!(j + 1, acc2);
+            j += 2;
+        }
+        for t in 0..AB {
+            acc[t][0] = simd.add_f32s(acc[t][0], acc2[t][0]);
+        }
+    }
+    while j < nk {
+        step!(j, acc);
+        j += 1;
+    }
+    for t in 0..AB {
+        ot[(c + t) * mv + v0..(c + t) * mv + v0 + V].copy_from_slice(&acc[t]);
+    }
+}

@@ -245,3 +245,31 @@ fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) {
         _ => unreachable!("one dtype per case"),
     }
 }
+
+/// Seconds of (weights in `dtype`, weights in f32) for one MiniLM forward pass over synthetic
+/// token ids ([CLS] … [SEP], no padding).
+pub fn model(
+    dir: &std::path::Path,
+    shape: &super::shapes::ModelShape,
+    dtype: DType,
+    budget: f64,
+) -> Result<(f64, f64)> {
+    use crate::models::bert::BertModel;
+    let to_error = |e: crate::ModelError| flashkern_kernels::Error::Unsupported { what: format!("model: {e}") };
+    let mut rng = Rng::new(10);
+    let ids: Vec<Vec<u32>> = (0..shape.batch)
+        .map(|_| {
+            let mut seq = vec![101u32];
+            seq.extend((2..shape.tokens).map(|_| 1000 + rng.below(20000) as u32));
+            seq.push(102);
+            seq
+        })
+        .collect();
+    let time = |dtype: DType| -> Result<f64> {
+        let model = BertModel::load(dir, dtype).map_err(to_error)?;
+        median_seconds(budget, || model.encode(&ids).map(drop).map_err(to_error))
+    };
+    let ours = time(dtype)?;
+    let f32_time = if dtype == DType::F32 { ours } else { time(DType::F32)? };
+    Ok((ours, f32_time))
+}

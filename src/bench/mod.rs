@@ -21,11 +21,13 @@ pub enum Op {
     Matmul,
     /// Residual + LayerNorm.
     Norm,
+    /// A whole MiniLM encoder forward pass (needs the model folder).
+    Model,
 }
 
 impl Op {
     /// Every op, in report order.
-    pub const ALL: [Op; 3] = [Op::Matmul, Op::Attention, Op::Norm];
+    pub const ALL: [Op; 4] = [Op::Matmul, Op::Attention, Op::Norm, Op::Model];
 
     /// The op's name on the command line and in the report.
     pub fn name(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Op {
             Op::Attention => "attention",
             Op::Matmul => "matmul",
             Op::Norm => "norm",
+            Op::Model => "model",
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct Options {
     pub threads: Vec<usize>,
     /// Seconds of timed repetitions per measurement (ours and baseline each).
     pub budget: f64,
+    /// The all-MiniLM-L6-v2 folder for `Op::Model` (skipped, saying so, when `None`).
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 /// One measured case.
@@ -157,6 +162,11 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Report> 
             Op::Matmul => shapes::MATMUL.iter().map(|s| s.id).collect(),
             Op::Attention => shapes::ATTENTION.iter().map(|s| s.id).collect(),
             Op::Norm => shapes::NORM.iter().map(|s| s.id).collect(),
+            Op::Model if options.model_dir.is_none() => {
+                progress("model: no MiniLM folder (--model or FLASHKERN_MINILM_DIR): skipped");
+                Vec::new()
+            }
+            Op::Model => shapes::MODEL.iter().map(|s| s.id).collect(),
         };
         for id in ids.into_iter().filter(|id| wanted(id)) {
             for &dtype in &options.dtypes {
@@ -168,8 +178,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Report> 
     }
     for (index, &(op, id, dtype, threads)) in steps.iter().enumerate() {
         progress(&format!("[{}/{}] {} {id} {dtype} {threads}t", index + 1, steps.len(), op.name()));
-        let measurement =
-            pool(threads)?.install(|| measure(&mut report.machine, op, id, dtype, threads, options.budget))?;
+        let measurement = pool(threads)?.install(|| measure(&mut report.machine, options, op, id, dtype, threads))?;
         progress(&format!("      {}", row(&measurement)));
         report.results.push(measurement);
     }
@@ -178,12 +187,13 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Report> 
 
 fn measure(
     machine: &mut Machine,
+    options: &Options,
     op: Op,
     id: &'static str,
     dtype: DType,
     threads: usize,
-    budget: f64,
 ) -> Result<Measurement> {
+    let budget = options.budget;
     let (median_s, baseline_s, baseline, work, roof_kind) = match op {
         Op::Matmul => {
             let shape = shapes::MATMUL.iter().find(|s| s.id == id).expect("id from the table");
@@ -216,6 +226,12 @@ fn measure(
             let matrix = shape.rows * shape.hidden * dtype.size();
             let bytes = 3 * matrix + 2 * shape.hidden * 4;
             (ours, base, "unfused add, then norm", Work::Bytes(bytes as f64), Roof::Copy(bytes))
+        }
+        Op::Model => {
+            let shape = shapes::MODEL.iter().find(|s| s.id == id).expect("id from the table");
+            let dir = options.model_dir.as_deref().expect("model ops are only listed with a folder");
+            let (ours, f32_time) = cases::model(dir, shape, dtype, budget)?;
+            (ours, f32_time, "same model, f32 weights", Work::Flops(shape.flops()), Roof::Fma)
         }
     };
     let (gflops, gbps, rate) = match work {

@@ -94,3 +94,33 @@ impl AttentionShape {
         self.n_q <= 8
     }
 }
+
+/// A MiniLM (all-MiniLM-L6-v2) encoder forward pass over `batch` sequences of `tokens` tokens.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelShape {
+    /// Case id.
+    pub id: &'static str,
+    /// Sequences.
+    pub batch: usize,
+    /// Tokens per sequence ([CLS] and [SEP] included).
+    pub tokens: usize,
+}
+
+/// The model cases of issue 6's bench.
+pub const MODEL: &[ModelShape] = &[
+    ModelShape { id: "minilm_b1x16", batch: 1, tokens: 16 },
+    ModelShape { id: "minilm_b1x128", batch: 1, tokens: 128 },
+    ModelShape { id: "minilm_b1x256", batch: 1, tokens: 256 },
+    ModelShape { id: "minilm_b32x128", batch: 32, tokens: 128 },
+];
+
+impl ModelShape {
+    /// Matmul FLOPs (QKV, output, FFN up and down) plus attention's 4·N²·hidden, per layer,
+    /// for MiniLM's 6 layers, hidden 384, FFN 1536 (≈ 2.9 GFLOP at 128 tokens).
+    pub fn flops(&self) -> f64 {
+        let (layers, hidden, ffn) = (6.0, 384.0, 1536.0);
+        let n = self.tokens as f64;
+        let per_layer = 2.0 * n * (4.0 * hidden * hidden + 2.0 * hidden * ffn) + 4.0 * n * n * hidden;
+        self.batch as f64 * layers * per_layer
+    }
+}

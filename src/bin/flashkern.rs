@@ -18,9 +18,9 @@ type CliResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 #[derive(Parser)]
 #[command(name = "flashkern", version, about = "Transformer inference on hand-tuned SIMD CPU kernels")]
 struct Cli {
-    /// Worker threads (default: rayon's, one per core).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    /// Worker threads (default: one per core). `bench` takes a list, e.g. `--threads 1,2`.
+    #[arg(long, global = true, value_delimiter = ',')]
+    threads: Vec<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,6 +33,32 @@ enum Command {
     Generate(GenerateArgs),
     /// A PNG heatmap of one attention head (or every head of a layer) over a text's tokens.
     AttentionMap(AttentionMapArgs),
+    /// Measure this machine's roofs, then every SHAPES.md case: median time, GFLOP/s or GB/s,
+    /// fraction of the roof, and the ratio to a baseline run in the same process.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Which ops: attention, matmul, norm, model or all (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    op: Vec<String>,
+    /// Only this SHAPES.md shape id (e.g. sq1024, long2k, ln_big, minilm_b1x128).
+    #[arg(long)]
+    shape: Option<String>,
+    /// Input/weight dtypes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "f32,bf16,f16", value_parser = dtype_arg)]
+    dtype: Vec<DType>,
+    /// Also write the machine-readable report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The all-MiniLM-L6-v2 folder for `--op model` (default: $FLASHKERN_MINILM_DIR, else
+    /// ../shared/models/all-MiniLM-L6-v2 when it exists).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Seconds of timed repetitions per measurement.
+    #[arg(long, default_value_t = 0.5)]
+    budget: f64,
 }
 
 #[derive(Args)]
@@ -98,18 +124,31 @@ fn dtype_arg(s: &str) -> Result<DType, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let run = || match cli.command {
+    let threads = cli.threads;
+    let command = match cli.command {
+        // bench runs each case in pools of its own sizes.
+        Command::Bench(args) => return report(bench(args, threads)),
+        other => other,
+    };
+    let run = || match command {
         Command::Embed(args) => embed(args),
         Command::Generate(args) => generate(args),
         Command::AttentionMap(args) => attention_map(args),
+        Command::Bench(args) => bench(args, Vec::new()),
     };
-    let result = match cli.threads {
-        Some(n) => match rayon::ThreadPoolBuilder::new().num_threads(n).build() {
+    let result = match threads.as_slice() {
+        [] => run(),
+        &[n] => match rayon::ThreadPoolBuilder::new().num_threads(n).build() {
             Ok(pool) => pool.install(run),
             Err(e) => Err(format!("cannot start {n} threads: {e}").into()),
         },
-        None => run(),
+        many => Err(format!("--threads takes one value except for bench, got {many:?}").into()),
     };
+    report(result)
+}
+
+/// Prints an error and its causes; the exit code.
+fn report(result: CliResult<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -125,6 +164,45 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench(args: BenchArgs, threads: Vec<usize>) -> CliResult<()> {
+    use flashkern::bench::{self, Op};
+    if let Err(e) = flashkern::isa::env_cap() {
+        return Err(e.into());
+    }
+    let mut ops = Vec::new();
+    for name in &args.op {
+        match name.as_str() {
+            "all" => ops.extend(Op::ALL),
+            other => ops.push(
+                Op::ALL
+                    .into_iter()
+                    .find(|op| op.name() == other)
+                    .ok_or_else(|| format!("unknown --op {other:?}; expected attention, matmul, norm, model or all"))?,
+            ),
+        }
+    }
+    ops.dedup();
+    let cores = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let mut threads = if threads.is_empty() { vec![1, cores] } else { threads };
+    threads.dedup();
+    if threads.contains(&0) {
+        return Err("--threads values must be at least 1".into());
+    }
+    let model_dir = args.model.or_else(|| std::env::var_os("FLASHKERN_MINILM_DIR").map(PathBuf::from)).or_else(|| {
+        let default = PathBuf::from("../shared/models/all-MiniLM-L6-v2");
+        default.is_dir().then_some(default)
+    });
+    let options =
+        bench::Options { ops, shape: args.shape, dtypes: args.dtype, threads, budget: args.budget, model_dir };
+    let report = bench::run(&options, |line| eprintln!("{line}"))?;
+    println!("{}", report.table());
+    if let Some(path) = args.json {
+        std::fs::write(&path, report.json()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn load_encoder(dir: &Path, dtype: DType) -> CliResult<SentenceEncoder> {

@@ -5,7 +5,14 @@
 //! strides `[K, 1]`) and Conv1D / plain `A·B` weights (`[K,N]` row-major, viewed as `[N,K]` with
 //! strides `[1, N]`) both work without copies.
 
+#[allow(unsafe_code)]
+mod driver;
+#[allow(unsafe_code)]
+mod kernel;
+mod pack;
+
 use crate::error::{Error, Result};
+use crate::isa::Isa;
 use crate::tensor::{View, ViewMut};
 
 /// The elementwise function applied after bias.
@@ -69,18 +76,30 @@ pub fn check_shapes(a: &View, b: &View, bias: Option<&View>, c: &ViewMut) -> Res
     Ok(MatmulDims { m, n, k })
 }
 
-// TEMPORARY (replaced by the matmul issue): the fast entry points forward to the reference so
-// that code above the kernels can be written against the final API.
-
 /// `C = act(α·A·Bᵀ + β·C + bias)`; see the module docs.
+///
+/// A `[M,K]`, B `[N,K]` (any strides; `[K,N]` storage is strides `[1,N]`), bias `[N]`, C `[M,N]`
+/// (any exclusive strides); each f32, f16 or bf16. Products are accumulated in f32 (16-bit
+/// inputs widened exactly), the epilogue runs in f32 and C is rounded once. β = 0 never reads C.
+/// NaN/Inf propagate to the outputs they touch. Runs on the caller's rayon pool over a fixed
+/// tile grid (bit-identical for any thread count); small problems stay on the calling thread.
+/// B is packed per call: for weights used more than once, [`PackedMatrix::pack`] them once and
+/// call [`matmul_packed`].
 pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: &MatmulParams) -> Result<()> {
-    crate::reference::matmul(a, b, bias, c, params)
+    let dims = check_shapes(a, b, bias, c)?;
+    let isa = crate::isa::effective_isa();
+    let packed = PackedMatrix { data: pack::pack_b(b, isa), n: dims.n, k: dims.k };
+    run_packed(a, &packed, bias, c, params, dims, isa)
 }
 
 /// Weights `B[N, K]` packed once (at model load) for repeated [`matmul_packed`] calls.
+///
+/// Layout: `⌈N/48⌉` panels of 48 columns, each `[K][48]` f32 (16-bit weights widened at pack
+/// time; the N tail zero-padded), 64-byte aligned. The layout is the same for every ISA level,
+/// so one packed matrix serves any later cap. Immutable and `Sync`: share it across threads.
 #[derive(Clone, Debug)]
 pub struct PackedMatrix {
-    data: Vec<f32>,
+    data: pack::AlignedBuf,
     n: usize,
     k: usize,
 }
@@ -90,8 +109,8 @@ impl PackedMatrix {
     pub fn pack(b: &View) -> Result<PackedMatrix> {
         b.layout().require_rank("b", 2)?;
         let (n, k) = (b.shape()[0], b.shape()[1]);
-        let data = (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).map(|(j, p)| b.get_f32(&[j, p])).collect();
-        Ok(PackedMatrix { data, n, k })
+        let isa = crate::isa::effective_isa();
+        Ok(PackedMatrix { data: pack::pack_b(b, isa), n, k })
     }
 
     /// Rows of B (output features).
@@ -105,7 +124,7 @@ impl PackedMatrix {
     }
 }
 
-/// [`matmul`] with prepacked weights.
+/// [`matmul`] with prepacked weights (`b` is the packed logical `[N, K]` matrix).
 pub fn matmul_packed(
     a: &View,
     b: &PackedMatrix,
@@ -113,6 +132,55 @@ pub fn matmul_packed(
     c: &mut ViewMut,
     params: &MatmulParams,
 ) -> Result<()> {
-    let b = View::contiguous("b", &b.data, &[b.n, b.k])?;
-    crate::reference::matmul(a, &b, bias, c, params)
+    a.layout().require_rank("a", 2)?;
+    c.layout().require_rank("c", 2)?;
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    if b.k != k {
+        return Err(Error::shape("b", [b.n, k], [b.n, b.k]));
+    }
+    if c.shape() != [m, b.n] {
+        return Err(Error::shape("c", [m, b.n], c.shape()));
+    }
+    if let Some(bias) = bias {
+        bias.layout().require_rank("bias", 1)?;
+        if bias.shape() != [b.n] {
+            return Err(Error::shape("bias", [b.n], bias.shape()));
+        }
+    }
+    let isa = crate::isa::effective_isa();
+    run_packed(a, b, bias, c, params, MatmulDims { m, n: b.n, k }, isa)
+}
+
+fn run_packed(
+    a: &View,
+    b: &PackedMatrix,
+    bias: Option<&View>,
+    c: &mut ViewMut,
+    params: &MatmulParams,
+    dims: MatmulDims,
+    isa: Isa,
+) -> Result<()> {
+    let run = isa.min(Isa::Avx512).min(crate::isa::detected_isa());
+    crate::isa::record_dispatch(run);
+    let lanes = match run {
+        Isa::Avx512 | Isa::Avx512Bf16 => 16,
+        Isa::Avx2 => 8,
+        Isa::Scalar => 1,
+    };
+    let mr = kernel::mr_for_lanes(lanes);
+    let parallel = 2 * dims.m * dims.n * dims.k >= 1 << 22;
+    let a_packed = pack::pack_a(a, mr, run, parallel);
+    let problem = driver::Problem {
+        m: dims.m,
+        n: dims.n,
+        k: dims.k,
+        mr,
+        a: a_packed.as_slice(),
+        b: b.data.as_slice(),
+        bias,
+        params: *params,
+        isa: run,
+    };
+    problem.run(&c.shared());
+    Ok(())
 }

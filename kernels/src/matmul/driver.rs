@@ -1,0 +1,190 @@
+//! The blocked, threaded driver over packed operands, and the fused epilogue.
+//!
+//! C is cut into a fixed grid of tasks (`mt` rows × `ntp` B panels) that depends only on the
+//! problem shape, never on the thread count. A task accumulates its tile over K blocks of
+//! `KC` into an f32 scratch tile (so 16-bit outputs are rounded once, at the end), then applies
+//! `α·acc (+ β·C) (+ bias)`, the activation, and stores. Tasks never share output elements and
+//! no reduction crosses tasks, so results are bit-identical for any pool size.
+//!
+//! Blocking (Zen 4: 32 KiB L1d, 1 MiB L2 per core): a B micro-panel `KC × NR` f32 is
+//! 128·48·4 = 24 KiB and stays in L1 while the task's A panels (`MR × KC`, 4 KiB each) stream
+//! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`64 × 384` f32 = 96 KiB)
+//! stay in L2.
+
+use super::kernel::{NR, tile_rows};
+use super::{Activation, MatmulParams};
+use crate::isa::Isa;
+use crate::tensor::{SharedOut, View};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// The K block.
+const KC: usize = 128;
+/// Rows per task for large M (a multiple of every ISA's MR).
+const MT: usize = 64;
+/// Below this many FLOPs the call runs on the calling thread.
+const PARALLEL_FLOPS: usize = 1 << 22;
+
+/// The validated problem over packed operands.
+pub(super) struct Problem<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Rows of the A panels (the register tile's MR for `isa`).
+    pub mr: usize,
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub bias: Option<&'a View<'a>>,
+    pub params: MatmulParams,
+    pub isa: Isa,
+}
+
+struct Grid {
+    mt: usize,
+    ntp: usize,
+    row_tiles: usize,
+    col_tiles: usize,
+}
+
+impl Problem<'_> {
+    fn grid(&self) -> Grid {
+        let panels = self.n.div_ceil(NR);
+        // Skinny (decode-like) problems: one row tile, fine N split so both cores stream B.
+        let (mt, ntp) = if self.m <= 16 { (self.m.max(1), 2) } else { (MT, 8) };
+        Grid { mt, ntp, row_tiles: self.m.div_ceil(mt), col_tiles: panels.div_ceil(ntp) }
+    }
+
+    /// Runs every task, writing C through `out`.
+    pub(super) fn run(&self, out: &SharedOut) {
+        if self.m == 0 || self.n == 0 {
+            return;
+        }
+        let grid = self.grid();
+        let tasks = grid.row_tiles * grid.col_tiles;
+        let task = |t: usize| {
+            crate::simd::vectorize(self.isa, Task { problem: self, grid: &grid, t, out });
+        };
+        let flops = 2 * self.m * self.n * self.k.max(1);
+        if tasks > 1 && flops >= PARALLEL_FLOPS && rayon::current_num_threads() > 1 {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Task<'a> {
+    problem: &'a Problem<'a>,
+    grid: &'a Grid,
+    t: usize,
+    out: &'a SharedOut<'a>,
+}
+
+impl WithSimd for Task<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Task { problem: p, grid, t, out } = self;
+        let (ti, tj) = (t / grid.col_tiles, t % grid.col_tiles);
+        let (i0, i1) = (ti * grid.mt, ((ti + 1) * grid.mt).min(p.m));
+        let panels = p.n.div_ceil(NR);
+        let (jp0, jp1) = (tj * grid.ntp, ((tj + 1) * grid.ntp).min(panels));
+        let (j0, j1) = (jp0 * NR, (jp1 * NR).min(p.n));
+        let ldc = (jp1 - jp0) * NR;
+        let rows = i1 - i0;
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < rows * ldc {
+                scratch.resize(rows * ldc, 0.0);
+            }
+            let scratch = &mut scratch[..rows * ldc];
+            if p.k == 0 {
+                scratch.fill(0.0);
+            }
+            let mr = p.mr;
+            for kb in (0..p.k).step_by(KC) {
+                let kc = KC.min(p.k - kb);
+                for jp in jp0..jp1 {
+                    let b = &p.b[jp * p.k * NR + kb * NR..][..kc * NR];
+                    for i in (i0..i1).step_by(mr) {
+                        // A panels start at multiples of mr (i0 is one: mt is a multiple of mr
+                        // or there is a single row tile).
+                        let r = mr.min(p.m - i);
+                        let a = &p.a[i * p.k + kb * r..][..kc * r];
+                        let c = &mut scratch[(i - i0) * ldc + (jp - jp0) * NR..];
+                        tile_rows(simd, r, a, b, c, ldc, kb > 0);
+                    }
+                }
+            }
+            epilogue(p, out, scratch, ldc, i0..i1, j0..j1);
+        });
+    }
+}
+
+/// `α·acc (+ β·C) (+ bias)`, the activation, then one rounding into C.
+fn epilogue(
+    p: &Problem,
+    out: &SharedOut,
+    scratch: &mut [f32],
+    ldc: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    let width = cols.len();
+    let bias: Option<Vec<f32>> = p.bias.map(|b| cols.clone().map(|j| b.get_f32(&[j])).collect());
+    let layout = out.layout();
+    let col_stride = layout.strides()[1];
+    let MatmulParams { alpha, beta, activation } = p.params;
+    let mut old = vec![0f32; if beta != 0.0 { width } else { 0 }];
+    for (r, i) in rows.enumerate() {
+        let vals = &mut scratch[r * ldc..][..width];
+        let base = layout.offset(&[i, cols.start]);
+        if beta != 0.0 && (col_stride == 1 || width == 1) {
+            // SAFETY: this task alone owns row i's columns `cols` of C (tiles are disjoint),
+            // and the temporary run is dropped before any other access.
+            unsafe { out.run(base, width) }.as_data().widen(0, &mut old, p.isa);
+        } else if beta != 0.0 {
+            for (jj, o) in old.iter_mut().enumerate() {
+                // SAFETY: this task alone owns row i's columns `cols` of C (tiles are disjoint),
+                // and the temporary run is dropped before any other access.
+                *o = unsafe { out.run(base + jj * col_stride, 1) }.as_data().get_f32(0);
+            }
+        }
+        for (jj, v) in vals.iter_mut().enumerate() {
+            let mut x = alpha * *v;
+            if beta != 0.0 {
+                x += beta * old[jj];
+            }
+            if let Some(bias) = &bias {
+                x += bias[jj];
+            }
+            *v = activate(x, activation);
+        }
+        if col_stride == 1 || width == 1 {
+            // SAFETY: as above; the run `base..base+width` is row i's columns `cols`.
+            unsafe { out.run(base, width) }.store(0, vals, p.isa);
+        } else {
+            for (jj, v) in vals.iter().enumerate() {
+                // SAFETY: as above, one element of this task's tile.
+                unsafe { out.run(base + jj * col_stride, 1) }.store(0, std::slice::from_ref(v), p.isa);
+            }
+        }
+    }
+}
+
+#[inline]
+fn activate(x: f32, activation: Activation) -> f32 {
+    match activation {
+        Activation::None => x,
+        Activation::GeluErf => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::GeluTanh => {
+            let sqrt_2_over_pi = 0.797_884_6_f32;
+            0.5 * x * (1.0 + libm::tanhf(sqrt_2_over_pi * (x + 0.044_715 * x * x * x)))
+        }
+    }
+}

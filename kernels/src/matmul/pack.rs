@@ -1,0 +1,138 @@
+//! Packing: B into `NR`-column panels (`[panel][k][NR]`, f32, N tail zero-padded) and A into
+//! `MR`-row panels (`[panel][k][rows]`), both widened to f32 once so the micro-kernel reads
+//! contiguous, aligned f32 runs.
+
+use super::kernel::NR;
+use crate::dtype::DType;
+use crate::isa::Isa;
+use crate::tensor::View;
+use rayon::prelude::*;
+
+/// A zero-initialised f32 buffer whose first element is 64-byte aligned (a cache line, one
+/// zmm register), so packed panels never split loads across lines.
+#[derive(Debug)]
+pub(super) struct AlignedBuf {
+    raw: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    const ALIGN_ELEMS: usize = 16;
+
+    pub(super) fn zeroed(len: usize) -> Self {
+        let raw = vec![0f32; len + Self::ALIGN_ELEMS];
+        let start = raw.as_ptr().align_offset(64).min(Self::ALIGN_ELEMS);
+        AlignedBuf { raw, start, len }
+    }
+
+    pub(super) fn as_slice(&self) -> &[f32] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl Clone for AlignedBuf {
+    fn clone(&self) -> Self {
+        let mut copy = AlignedBuf::zeroed(self.len);
+        copy.as_mut_slice().copy_from_slice(self.as_slice());
+        copy
+    }
+}
+
+/// Elements below which packing runs on the calling thread.
+const PARALLEL_PACK_ELEMS: usize = 1 << 16;
+
+/// Packs the logical `[n, k]` view `b` into `n.div_ceil(NR)` panels of `k·NR` f32.
+pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let mut buf = AlignedBuf::zeroed(n.div_ceil(NR) * k * NR);
+    if k == 0 || n == 0 {
+        return buf;
+    }
+    let pack_panel = |(jp, panel): (usize, &mut [f32])| pack_b_panel(b, isa, jp * NR, panel);
+    if n * k >= PARALLEL_PACK_ELEMS {
+        buf.as_mut_slice().par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    } else {
+        buf.as_mut_slice().chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+/// Fills one panel (`[k][NR]`) with columns `j0..j0+NR` of B (rows of the `[n,k]` view).
+fn pack_b_panel(b: &View, isa: Isa, j0: usize, panel: &mut [f32]) {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let (sn, sk) = (b.strides()[0], b.strides()[1]);
+    let cols = NR.min(n - j0);
+    let data = b.data();
+    let base = b.layout().offset(&[j0, 0]);
+    if sn == 1 || cols == 1 {
+        // [K, N] storage: each k gives a contiguous run of the panel's columns.
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            data.widen(base + p * sk, &mut dst[..cols], isa);
+        }
+    } else if sk == 1 || k == 1 {
+        // [N, K] storage: widen each weight row, then scatter it down the panel's column.
+        let mut row = vec![0f32; k];
+        for jj in 0..cols {
+            data.widen(base + jj * sn, &mut row, isa);
+            for (dst, &v) in panel.chunks_exact_mut(NR).zip(&row) {
+                dst[jj] = v;
+            }
+        }
+    } else {
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            for (jj, d) in dst[..cols].iter_mut().enumerate() {
+                *d = data.get_f32(base + jj * sn + p * sk);
+            }
+        }
+    }
+}
+
+/// Packs A (`[m, k]`, any strides) into `mr`-row panels: panel `ip` starts at `ip·mr·k` and is
+/// `[k][rows]` with `rows = min(mr, m − ip·mr)`.
+pub(super) fn pack_a(a: &View, mr: usize, isa: Isa, parallel: bool) -> AlignedBuf {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let mut buf = AlignedBuf::zeroed(m * k);
+    if m == 0 || k == 0 {
+        return buf;
+    }
+    let pack_panel = |(ip, panel): (usize, &mut [f32])| pack_a_panel(a, isa, ip * mr, panel.len() / k, panel);
+    if parallel && m * k >= PARALLEL_PACK_ELEMS {
+        buf.as_mut_slice().par_chunks_mut(mr * k).enumerate().for_each(pack_panel);
+    } else {
+        buf.as_mut_slice().chunks_mut(mr * k).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+fn pack_a_panel(a: &View, isa: Isa, i0: usize, rows: usize, panel: &mut [f32]) {
+    let k = a.shape()[1];
+    let (si, sk) = (a.strides()[0], a.strides()[1]);
+    let data = a.data();
+    let base = a.layout().offset(&[i0, 0]);
+    if sk == 1 || k == 1 {
+        let mut row = vec![0f32; if data.dtype() == DType::F32 { 0 } else { k }];
+        for i in 0..rows {
+            let src: &[f32] = match data.f32_run(base + i * si, k) {
+                Some(run) => run,
+                None => {
+                    data.widen(base + i * si, &mut row, isa);
+                    &row
+                }
+            };
+            for (dst, &v) in panel.chunks_exact_mut(rows).zip(src) {
+                dst[i] = v;
+            }
+        }
+    } else {
+        for (p, dst) in panel.chunks_exact_mut(rows).enumerate() {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = data.get_f32(base + i * si + p * sk);
+            }
+        }
+    }
+}

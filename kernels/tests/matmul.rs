@@ -124,9 +124,16 @@ impl Case {
         let mut cv = c.view_mut("c", &data.c_shape.0, &data.c_shape.1);
         let bias = self.bias.then_some(&bias);
         if packed {
+            // Panels in the weights' own dtype, and widened to f32 at pack time: the same bits.
             let pb = PackedMatrix::pack(&b).unwrap();
-            assert_eq!((pb.n(), pb.k()), (self.n, self.k));
+            assert_eq!((pb.n(), pb.k(), pb.storage()), (self.n, self.k, self.dtypes[1]));
+            let mut c32 = data.c.clone();
+            let mut cv32 = c32.view_mut("c", &data.c_shape.0, &data.c_shape.1);
+            let pb32 = PackedMatrix::pack_as(&b, DType::F32).unwrap();
+            matmul_packed(&a, &pb32, bias, &mut cv32, &self.params).unwrap();
             matmul_packed(&a, &pb, bias, &mut cv, &self.params).unwrap();
+            assert_eq!(c.bits(), c32.bits(), "16-bit and f32 panels differ");
+            return c;
         } else {
             f(&a, &b, bias, &mut cv, &self.params);
         }
@@ -372,6 +379,8 @@ fn shape_errors_name_the_argument() {
     let mut bad_c = ViewMut::contiguous("c", &mut out2[..9], &[3, 3]).unwrap();
     assert!(err(matmul(&a, &b, None, &mut bad_c, &p)).contains("`c`"));
     assert!(err(matmul_packed(&a, &packed, None, &mut bad_c, &p)).contains("`c`"));
+    let err16 = err(PackedMatrix::pack_as(&b, DType::BF16).map(|_| ()));
+    assert!(err16.contains("`storage`") && err16.contains("f32"), "{err16}");
     let rank3 = View::contiguous("a", &x, &[2, 3, 1]).unwrap();
     assert!(err(matmul(&rank3, &b, None, &mut c, &p)).contains("`a`"));
     assert!(err(PackedMatrix::pack(&rank3).map(|_| ())).contains("`b`"));

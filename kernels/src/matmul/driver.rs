@@ -14,10 +14,11 @@
 use super::kernel::{NR, tile_rows};
 use super::{Activation, MatmulParams};
 use crate::isa::Isa;
+use crate::simd::convert::{bf16_to_f32_with, f16_to_f32_with};
 use crate::tensor::{SharedOut, View};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
-use std::cell::RefCell;
+use std::cell::Cell;
 
 /// The K block.
 const KC: usize = 128;
@@ -34,10 +35,17 @@ pub(super) struct Problem<'a> {
     /// Rows of the A panels (the register tile's MR for `isa`).
     pub mr: usize,
     pub a: &'a [f32],
-    pub b: &'a [f32],
+    pub b: PanelsRef<'a>,
     pub bias: Option<&'a View<'a>>,
     pub params: MatmulParams,
     pub isa: Isa,
+}
+
+/// Packed B panels in their storage type.
+pub(super) enum PanelsRef<'a> {
+    F32(&'a [f32]),
+    BF16(&'a [crate::bf16]),
+    F16(&'a [crate::f16]),
 }
 
 struct Grid {
@@ -75,7 +83,8 @@ impl Problem<'_> {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static WIDE_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 struct Task<'a> {
@@ -98,7 +107,14 @@ impl WithSimd for Task<'_> {
         let (j0, j1) = (jp0 * NR, (jp1 * NR).min(p.n));
         let ldc = (jp1 - jp0) * NR;
         let rows = i1 - i0;
-        SCRATCH.with_borrow_mut(|scratch| {
+        // Taken out of the thread-local (not borrowed in a closure: see the kernel's docs).
+        let mut scratch_buf = SCRATCH.take();
+        let mut wide = WIDE_B.take();
+        if !matches!(p.b, PanelsRef::F32(_)) && wide.len() < KC * NR {
+            wide.resize(KC * NR, 0.0);
+        }
+        {
+            let scratch = &mut scratch_buf;
             if scratch.len() < rows * ldc {
                 scratch.resize(rows * ldc, 0.0);
             }
@@ -110,7 +126,18 @@ impl WithSimd for Task<'_> {
             for kb in (0..p.k).step_by(KC) {
                 let kc = KC.min(p.k - kb);
                 for jp in jp0..jp1 {
-                    let b = &p.b[jp * p.k * NR + kb * NR..][..kc * NR];
+                    let range = jp * p.k * NR + kb * NR..jp * p.k * NR + (kb + kc) * NR;
+                    let b: &[f32] = match p.b {
+                        PanelsRef::F32(b) => &b[range],
+                        PanelsRef::BF16(b) => {
+                            bf16_to_f32_with(p.isa, &b[range], &mut wide[..kc * NR]);
+                            &wide[..kc * NR]
+                        }
+                        PanelsRef::F16(b) => {
+                            f16_to_f32_with(p.isa, &b[range], &mut wide[..kc * NR]);
+                            &wide[..kc * NR]
+                        }
+                    };
                     for i in (i0..i1).step_by(mr) {
                         // A panels start at multiples of mr (i0 is one: mt is a multiple of mr
                         // or there is a single row tile).
@@ -122,7 +149,9 @@ impl WithSimd for Task<'_> {
                 }
             }
             epilogue(p, out, scratch, ldc, i0..i1, j0..j1);
-        });
+        }
+        SCRATCH.set(scratch_buf);
+        WIDE_B.set(wide);
     }
 }
 

@@ -9,6 +9,9 @@
 //! Reads: A panel `[kc][MR]` (row count `MR` exactly: the M tail gets its own instantiation,
 //! so nothing is computed for padding rows), B panel `[kc][NR]` (N tail zero-padded at pack
 //! time). Writes: an f32 scratch tile with row stride `ldc`, overwriting it or adding to it.
+//! No closures here or in the driver's task body: a closure is a separate function that does
+//! not inherit the caller's target features, and the SIMD intrinsics would not inline into it.
+//!
 //! The sum for one element is `Σ_p a·b` in increasing `p`, then added to the scratch: the order
 //! never depends on threads.
 
@@ -48,7 +51,10 @@ fn tile<S: Simd, const MR: usize, const NV: usize>(
         // plain f32 data are always valid.
         unsafe {
             let bp = b.add(p * NR);
-            let bv: [S::f32s; NV] = core::array::from_fn(|v| bp.add(v * lanes).cast::<S::f32s>().read_unaligned());
+            let mut bv = [zero; NV];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = bp.add(v * lanes).cast::<S::f32s>().read_unaligned();
+            }
             let ap = a.add(p * MR);
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = simd.splat_f32s(*ap.add(i));

@@ -1,9 +1,10 @@
-//! Packing: B into `NR`-column panels (`[panel][k][NR]`, f32, N tail zero-padded) and A into
-//! `MR`-row panels (`[panel][k][rows]`), both widened to f32 once so the micro-kernel reads
-//! contiguous, aligned f32 runs.
+//! Packing: B into `NR`-column panels (`[panel][k][NR]`, N tail zero-padded; f32, or bf16/f16
+//! kept as they are, to be widened a `KC × NR` block at a time by the driver) and A into
+//! `MR`-row panels (`[panel][k][rows]`, widened to f32), so the micro-kernel reads contiguous
+//! f32 runs.
 
 use super::kernel::NR;
-use crate::dtype::DType;
+use crate::dtype::{DType, Element};
 use crate::isa::Isa;
 use crate::tensor::View;
 use rayon::prelude::*;
@@ -58,6 +59,42 @@ pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
         buf.as_mut_slice().par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
     } else {
         buf.as_mut_slice().chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+/// Packs the logical `[n, k]` view `b` into panels of its own 16-bit type (values copied,
+/// not converted). `src` is `b`'s data.
+pub(super) fn pack_b_16<T: Element>(b: &View, src: &[T]) -> Vec<T> {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let mut buf = vec![T::from_f32(0.0); n.div_ceil(NR) * k * NR];
+    if k == 0 || n == 0 {
+        return buf;
+    }
+    let (sn, sk) = (b.strides()[0], b.strides()[1]);
+    let pack_panel = |(jp, panel): (usize, &mut [T])| {
+        let j0 = jp * NR;
+        let cols = NR.min(n - j0);
+        let base = b.layout().offset(&[j0, 0]);
+        if sk == 1 || k == 1 {
+            for jj in 0..cols {
+                let row = &src[base + jj * sn..][..k];
+                for (dst, &v) in panel.chunks_exact_mut(NR).zip(row) {
+                    dst[jj] = v;
+                }
+            }
+        } else {
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for (jj, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = src[base + jj * sn + p * sk];
+                }
+            }
+        }
+    };
+    if n * k >= PARALLEL_PACK_ELEMS {
+        buf.par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    } else {
+        buf.chunks_mut(k * NR).enumerate().for_each(pack_panel);
     }
     buf
 }

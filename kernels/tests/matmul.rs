@@ -175,7 +175,13 @@ impl Case {
         on_every_isa(TOP, |isa| {
             let got = self.run(&data, false, fast_matmul);
             let packed = self.run(&data, true, fast_matmul);
-            assert_eq!(got.bits(), packed.bits(), "{isa}: packed and unpacked differ for {self:?}");
+            // The skinny path (M ≤ 4, K-contiguous weights) sums in another order than the
+            // packed kernel; everything else is the same computation.
+            let skinny = self.m <= 4 && (!self.kn_weights || self.k == 1);
+            if !skinny {
+                assert_eq!(got.bits(), packed.bits(), "{isa}: packed and unpacked differ for {self:?}");
+            }
+            assert_close(&format!("{isa} packed {self:?}"), &packed.to_f32(), &want, Some(&scale), tol);
             let got = got.to_f32();
             // Padding columns of C are never written: they stay NaN (or their old value).
             let ldc = data.c_shape.1[0];
@@ -266,7 +272,17 @@ fn every_awkward_size_in_each_dimension() {
 #[test]
 fn k_spanning_several_blocks_and_skinny_m() {
     // K above the 128 K block (partial last block), M in the skinny (GEMV) regime and above it.
-    for (m, n, k) in [(1, 100, 300), (5, 97, 257), (16, 50, 129), (17, 50, 129), (70, 60, 400)] {
+    // The skinny path: several K chunks (512), N tails of the 4-row groups, several N tasks.
+    for (m, n, k) in [
+        (1, 100, 300),
+        (1, 130, 1100),
+        (3, 67, 513),
+        (4, 201, 40),
+        (5, 97, 257),
+        (16, 50, 129),
+        (17, 50, 129),
+        (70, 60, 400),
+    ] {
         let mut case = simple(m, n, k);
         case.dtypes = [DType::BF16, DType::F16, DType::F32, DType::F32];
         case.bias = true;

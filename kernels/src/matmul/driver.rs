@@ -155,7 +155,7 @@ impl WithSimd for Task<'_> {
     }
 }
 
-/// `α·acc (+ β·C) (+ bias)`, the activation, then one rounding into C.
+/// [`epilogue_row`] for each row of a task's scratch tile.
 fn epilogue(
     p: &Problem,
     out: &SharedOut,
@@ -164,44 +164,64 @@ fn epilogue(
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
 ) {
+    let bias = p.bias.map(|b| widen_bias(b, cols.clone()));
+    for (r, i) in rows.enumerate() {
+        let vals = &mut scratch[r * ldc..][..cols.len()];
+        epilogue_row(out, vals, bias.as_deref(), &p.params, p.isa, i, cols.clone());
+    }
+}
+
+/// `bias[cols]` widened to f32.
+pub(super) fn widen_bias(bias: &View, cols: std::ops::Range<usize>) -> Vec<f32> {
+    cols.map(|j| bias.get_f32(&[j])).collect()
+}
+
+/// Row `i`, columns `cols` of C: `act(α·acc (+ β·C) (+ bias))`, rounded once into C. `vals`
+/// holds the f32 dot products (and is overwritten); `bias` is `bias[cols]`. The caller owns
+/// those elements of C exclusively (its task's tile).
+pub(super) fn epilogue_row(
+    out: &SharedOut,
+    vals: &mut [f32],
+    bias: Option<&[f32]>,
+    params: &MatmulParams,
+    isa: Isa,
+    i: usize,
+    cols: std::ops::Range<usize>,
+) {
     let width = cols.len();
-    let bias: Option<Vec<f32>> = p.bias.map(|b| cols.clone().map(|j| b.get_f32(&[j])).collect());
     let layout = out.layout();
     let col_stride = layout.strides()[1];
-    let MatmulParams { alpha, beta, activation } = p.params;
+    let MatmulParams { alpha, beta, activation } = *params;
+    let base = layout.offset(&[i, cols.start]);
+    let contiguous = col_stride == 1 || width == 1;
     let mut old = vec![0f32; if beta != 0.0 { width } else { 0 }];
-    for (r, i) in rows.enumerate() {
-        let vals = &mut scratch[r * ldc..][..width];
-        let base = layout.offset(&[i, cols.start]);
-        if beta != 0.0 && (col_stride == 1 || width == 1) {
-            // SAFETY: this task alone owns row i's columns `cols` of C (tiles are disjoint),
-            // and the temporary run is dropped before any other access.
-            unsafe { out.run(base, width) }.as_data().widen(0, &mut old, p.isa);
-        } else if beta != 0.0 {
-            for (jj, o) in old.iter_mut().enumerate() {
-                // SAFETY: this task alone owns row i's columns `cols` of C (tiles are disjoint),
-                // and the temporary run is dropped before any other access.
-                *o = unsafe { out.run(base + jj * col_stride, 1) }.as_data().get_f32(0);
-            }
+    if beta != 0.0 && contiguous {
+        // SAFETY: the caller owns row i's columns `cols` of C exclusively, and the temporary
+        // run is dropped before any other access.
+        unsafe { out.run(base, width) }.as_data().widen(0, &mut old, isa);
+    } else if beta != 0.0 {
+        for (jj, o) in old.iter_mut().enumerate() {
+            // SAFETY: as above, one element of the caller's tile.
+            *o = unsafe { out.run(base + jj * col_stride, 1) }.as_data().get_f32(0);
         }
-        for (jj, v) in vals.iter_mut().enumerate() {
-            let mut x = alpha * *v;
-            if beta != 0.0 {
-                x += beta * old[jj];
-            }
-            if let Some(bias) = &bias {
-                x += bias[jj];
-            }
-            *v = activate(x, activation);
+    }
+    for (jj, v) in vals.iter_mut().enumerate() {
+        let mut x = alpha * *v;
+        if beta != 0.0 {
+            x += beta * old[jj];
         }
-        if col_stride == 1 || width == 1 {
-            // SAFETY: as above; the run `base..base+width` is row i's columns `cols`.
-            unsafe { out.run(base, width) }.store(0, vals, p.isa);
-        } else {
-            for (jj, v) in vals.iter().enumerate() {
-                // SAFETY: as above, one element of this task's tile.
-                unsafe { out.run(base + jj * col_stride, 1) }.store(0, std::slice::from_ref(v), p.isa);
-            }
+        if let Some(bias) = bias {
+            x += bias[jj];
+        }
+        *v = activate(x, activation);
+    }
+    if contiguous {
+        // SAFETY: as above; the run `base..base+width` is row i's columns `cols`.
+        unsafe { out.run(base, width) }.store(0, vals, isa);
+    } else {
+        for (jj, v) in vals.iter().enumerate() {
+            // SAFETY: as above, one element of the caller's tile.
+            unsafe { out.run(base + jj * col_stride, 1) }.store(0, std::slice::from_ref(v), isa);
         }
     }
 }

@@ -7,6 +7,7 @@
 
 #[allow(unsafe_code)]
 mod driver;
+mod gemv;
 #[allow(unsafe_code)]
 mod kernel;
 mod pack;
@@ -89,6 +90,16 @@ pub fn check_shapes(a: &View, b: &View, bias: Option<&View>, c: &ViewMut) -> Res
 pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: &MatmulParams) -> Result<()> {
     let dims = check_shapes(a, b, bias, c)?;
     let isa = crate::isa::effective_isa();
+    if dims.m <= gemv::MAX_ROWS && (b.strides()[1] == 1 || dims.k == 1) && dims.n > 0 && dims.k > 0 {
+        let run = isa.min(Isa::Avx512).min(crate::isa::detected_isa());
+        crate::isa::record_dispatch(run);
+        let a_rows = pack::widen_rows(a, run);
+        let skinny = gemv::Skinny { m: dims.m, n: dims.n, k: dims.k, a: &a_rows, b, bias, params: *params, isa: run };
+        if dims.m > 0 {
+            skinny.run(&c.shared());
+        }
+        return Ok(());
+    }
     let packed = PackedMatrix { panels: Panels::F32(pack::pack_b(b, isa)), n: dims.n, k: dims.k };
     run_packed(a, &packed, bias, c, params, dims, isa)
 }

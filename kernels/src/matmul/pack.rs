@@ -173,3 +173,23 @@ fn pack_a_panel(a: &View, isa: Isa, i0: usize, rows: usize, panel: &mut [f32]) {
         }
     }
 }
+
+/// A (`[m, k]`, any strides) widened to f32, row-major `[m][k]`.
+pub(super) fn widen_rows(a: &View, isa: Isa) -> Vec<f32> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let mut out = vec![0f32; m * k];
+    if k == 0 {
+        return out;
+    }
+    for (i, row) in out.chunks_exact_mut(k).enumerate() {
+        let base = a.layout().offset(&[i, 0]);
+        if a.strides()[1] == 1 || k == 1 {
+            a.data().widen(base, row, isa);
+        } else {
+            for (p, v) in row.iter_mut().enumerate() {
+                *v = a.data().get_f32(base + p * a.strides()[1]);
+            }
+        }
+    }
+    out
+}

@@ -401,3 +401,26 @@ fn shape_errors_name_the_argument() {
     assert!(err(matmul(&rank3, &b, None, &mut c, &p)).contains("`a`"));
     assert!(err(PackedMatrix::pack(&rank3).map(|_| ())).contains("`b`"));
 }
+
+#[test]
+fn gelu_epilogues_match_reference_across_the_range() {
+    // K = 1 so C holds exactly a·b; the products span [−12, 12] (both tails of GELU), plus a NaN.
+    let (m, n) = (40, 50);
+    let mut a: Vec<f32> = (0..m).map(|i| -12.0 + 24.0 * i as f32 / (m - 1) as f32).collect();
+    a[7] = f32::NAN;
+    let b: Vec<f32> = (0..n).map(|j| 0.02 * (j + 1) as f32).collect();
+    let av = View::contiguous("a", &a, &[m, 1]).unwrap();
+    let bv = View::contiguous("b", &b, &[n, 1]).unwrap();
+    let scale: Vec<f64> = (0..m * n).map(|idx| 2.0 * f64::from(a[idx / n] * b[idx % n]).abs()).collect();
+    for activation in [Activation::GeluErf, Activation::GeluTanh] {
+        let params = MatmulParams { activation, ..MatmulParams::default() };
+        let mut want = vec![f32::NAN; m * n];
+        reference::matmul(&av, &bv, None, &mut ViewMut::contiguous("c", &mut want, &[m, n]).unwrap(), &params).unwrap();
+        on_every_isa(TOP, |isa| {
+            let mut got = vec![f32::NAN; m * n];
+            matmul(&av, &bv, None, &mut ViewMut::contiguous("c", &mut got, &[m, n]).unwrap(), &params).unwrap();
+            let tol = Tolerance::accumulation(1, DType::F32);
+            assert_close(&format!("{isa} {activation:?}"), &got, &want, Some(&scale), tol);
+        });
+    }
+}

@@ -11,8 +11,8 @@
 //! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`64 × 384` f32 = 96 KiB)
 //! stay in L2.
 
+use super::MatmulParams;
 use super::kernel::{NR, tile_rows};
-use super::{Activation, MatmulParams};
 use crate::isa::Isa;
 use crate::simd::convert::{bf16_to_f32_with, f16_to_f32_with};
 use crate::tensor::{SharedOut, View};
@@ -213,8 +213,9 @@ pub(super) fn epilogue_row(
         if let Some(bias) = bias {
             x += bias[jj];
         }
-        *v = activate(x, activation);
+        *v = x;
     }
+    super::activation::apply(isa, vals, activation);
     if contiguous {
         // SAFETY: as above; the run `base..base+width` is row i's columns `cols`.
         unsafe { out.run(base, width) }.store(0, vals, isa);
@@ -222,18 +223,6 @@ pub(super) fn epilogue_row(
         for (jj, v) in vals.iter().enumerate() {
             // SAFETY: as above, one element of the caller's tile.
             unsafe { out.run(base + jj * col_stride, 1) }.store(0, std::slice::from_ref(v), isa);
-        }
-    }
-}
-
-#[inline]
-fn activate(x: f32, activation: Activation) -> f32 {
-    match activation {
-        Activation::None => x,
-        Activation::GeluErf => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
-        Activation::GeluTanh => {
-            let sqrt_2_over_pi = 0.797_884_6_f32;
-            0.5 * x * (1.0 + libm::tanhf(sqrt_2_over_pi * (x + 0.044_715 * x * x * x)))
         }
     }
 }

@@ -5,6 +5,7 @@
 //! strides `[K, 1]`) and Conv1D / plain `A·B` weights (`[K,N]` row-major, viewed as `[N,K]` with
 //! strides `[1, N]`) both work without copies.
 
+mod activation;
 #[allow(unsafe_code)]
 mod driver;
 mod gemv;

@@ -210,7 +210,10 @@ fn dtype() -> impl Strategy<Value = DType> {
 }
 
 fn awkward() -> impl Strategy<Value = usize> {
-    prop_oneof![prop::sample::select(vec![0usize, 1, 7, 8, 9, 15, 16, 17, 47, 48, 49, 63, 64, 65, 97]), 1usize..70,]
+    prop_oneof![
+        prop::sample::select(vec![0usize, 1, 5, 6, 7, 12, 13, 15, 16, 17, 63, 64, 65, 95, 96, 97, 128, 129]),
+        1usize..70,
+    ]
 }
 
 fn activation() -> impl Strategy<Value = Activation> {

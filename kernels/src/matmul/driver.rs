@@ -7,9 +7,9 @@
 //! no reduction crosses tasks, so results are bit-identical for any pool size.
 //!
 //! Blocking (Zen 4: 32 KiB L1d, 1 MiB L2 per core): a B micro-panel `KC × NR` f32 is
-//! 128·48·4 = 24 KiB and stays in L1 while the task's A panels (`MR × KC`, 4 KiB each) stream
-//! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`64 × 384` f32 = 96 KiB)
-//! stay in L2.
+//! 96·64·4 = 24 KiB and stays in L1 while the task's A panels (`MR × KC`, 2.3 KiB each) stream
+//! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`≤ 60 × 512` f32 = 120 KiB)
+//! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
 use super::kernel::{NR, tile_rows};
@@ -21,9 +21,9 @@ use rayon::prelude::*;
 use std::cell::Cell;
 
 /// The K block.
-const KC: usize = 128;
+const KC: usize = 96;
 /// Rows per task for large M (a multiple of every ISA's MR).
-const MT: usize = 64;
+const MT: usize = 60;
 /// Below this many FLOPs the call runs on the calling thread.
 const PARALLEL_FLOPS: usize = 1 << 22;
 
@@ -59,8 +59,13 @@ impl Problem<'_> {
     fn grid(&self) -> Grid {
         let panels = self.n.div_ceil(NR);
         // Skinny (decode-like) problems: one row tile, fine N split so both cores stream B.
-        let (mt, ntp) = if self.m <= 16 { (self.m.max(1), 2) } else { (MT, 8) };
-        Grid { mt, ntp, row_tiles: self.m.div_ceil(mt), col_tiles: panels.div_ceil(ntp) }
+        if self.m <= 16 {
+            return Grid { mt: self.m.max(1), ntp: 2, row_tiles: 1, col_tiles: panels.div_ceil(2) };
+        }
+        // Balanced row tiles of at most MT rows, each a multiple of MR.
+        let row_tiles = self.m.div_ceil(MT);
+        let mt = self.m.div_ceil(row_tiles).div_ceil(self.mr) * self.mr;
+        Grid { mt, ntp: 8, row_tiles: self.m.div_ceil(mt), col_tiles: panels.div_ceil(8) }
     }
 
     /// Runs every task, writing C through `out`.

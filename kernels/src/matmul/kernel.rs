@@ -1,9 +1,10 @@
 //! The register-blocked micro-kernel: `C_tile[MR, NR] (+)= A_panel · B_panel` in f32.
 //!
-//! Register tile: `MR` rows × `NV` vectors (`NR = NV · lanes = 48` columns): 8 × 3 zmm on
-//! AVX-512 (24 accumulators of 32 registers), 2 × 6 ymm on AVX2 (12 of 16), 1 × 48 scalars.
-//! Per `k` it loads `NV` vectors of the packed B panel and broadcasts `MR` values of the packed
-//! A panel (an embedded-broadcast FMA operand on AVX-512). Accumulation is f32 with FMA
+//! Register tile: `MR` rows × `NV` vectors (`NR = NV · lanes = 64` columns): 6 × 4 zmm on
+//! AVX-512 (24 accumulators of 32 registers), 1 × 8 ymm on AVX2, 1 × 64 scalars. Per `k` it
+//! loads `NV` vectors of the packed B panel and broadcasts `MR` values of the packed A panel.
+//! 6 × 4 measured ≈ 10 % faster than 8 × 3 on Zen 4 (6 broadcasts per 24 FMAs instead of 8:
+//! the broadcasts compete with the FMAs for issue slots). Accumulation is f32 with FMA
 //! (`mul_add_e`: fused where the ISA has FMA, separate multiply-add in the scalar fallback).
 //!
 //! Reads: A panel `[kc][MR]` (row count `MR` exactly: the M tail gets its own instantiation,
@@ -18,13 +19,13 @@
 use pulp::Simd;
 
 /// Columns of a packed B panel; the same for every ISA so a [`super::PackedMatrix`] serves all.
-pub(super) const NR: usize = 48;
+pub(super) const NR: usize = 64;
 
 /// Rows of the register tile (and of packed A panels) for a SIMD width.
 pub(super) const fn mr_for_lanes(lanes: usize) -> usize {
     match lanes {
-        16 => 8,
-        8 => 2,
+        16 => 6,
+        8 => 1,
         _ => 1,
     }
 }
@@ -99,9 +100,9 @@ pub(super) fn tile_rows<S: Simd>(
         };
     }
     match S::F32_LANES {
-        16 => by_rows!(3, 1 2 3 4 5 6 7 8),
-        8 => by_rows!(6, 1 2),
-        1 => by_rows!(48, 1),
+        16 => by_rows!(4, 1 2 3 4 5 6),
+        8 => by_rows!(8, 1),
+        1 => by_rows!(64, 1),
         lanes => unreachable!("unsupported SIMD width {lanes}"),
     }
 }

@@ -107,9 +107,9 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
 
 /// Weights `B[N, K]` packed once (at model load) for repeated [`matmul_packed`] calls.
 ///
-/// Layout: `⌈N/48⌉` panels of 48 columns, each `[K][48]` (the N tail zero-padded), stored in
+/// Layout: `⌈N/64⌉` panels of 64 columns, each `[K][64]` (the N tail zero-padded), stored in
 /// f32 (64-byte aligned) or in the weights' own bf16/f16 (half the bytes; widened to f32 one
-/// `128 × 48` block at a time inside the kernel, exactly). The layout is the same for every ISA
+/// `96 × 64` block at a time inside the kernel, exactly). The layout is the same for every ISA
 /// level, so one packed matrix serves any later cap. Immutable and `Sync`: share it across
 /// threads.
 #[derive(Clone, Debug)]

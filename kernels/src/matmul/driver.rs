@@ -12,9 +12,9 @@
 //! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
-use super::kernel::{NR, tile_rows};
+use super::kernel::{NR, tile_rows, widen_bf16_pairs};
 use crate::isa::Isa;
-use crate::simd::convert::{bf16_to_f32_with, f16_to_f32_with};
+use crate::simd::convert::f16_to_f32_with;
 use crate::tensor::{SharedOut, View};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -39,6 +39,9 @@ pub(super) struct Problem<'a> {
     pub bias: Option<&'a View<'a>>,
     pub params: MatmulParams,
     pub isa: Isa,
+    /// A packed as bf16 k pairs (`[panel][⌈k/2⌉][rows]` u32) when the `vdpbf16ps` kernel runs:
+    /// set only with bf16 panels, bf16 A and a CPU with AVX512_BF16.
+    pub a_pairs: Option<&'a [u32]>,
 }
 
 /// Packed B panels in their storage type.
@@ -132,10 +135,19 @@ impl WithSimd for Task<'_> {
                 let kc = KC.min(p.k - kb);
                 for jp in jp0..jp1 {
                     let range = jp * p.k * NR + kb * NR..jp * p.k * NR + (kb + kc) * NR;
+                    let bf16_range = |jp: usize, kb: usize, kc: usize| {
+                        let panel = jp * p.k.div_ceil(2) * 2 * NR;
+                        panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR
+                    };
                     let b: &[f32] = match p.b {
                         PanelsRef::F32(b) => &b[range],
                         PanelsRef::BF16(b) => {
-                            bf16_to_f32_with(p.isa, &b[range], &mut wide[..kc * NR]);
+                            let pairs = &b[bf16_range(jp, kb, kc)];
+                            if let Some(a_pairs) = p.a_pairs {
+                                dot_bf16_panel(p, a_pairs, pairs, scratch, jp - jp0, ldc, i0..i1, kb);
+                                continue;
+                            }
+                            widen_bf16_pairs(simd, pairs, &mut wide[..kc * NR]);
                             &wide[..kc * NR]
                         }
                         PanelsRef::F16(b) => {
@@ -157,6 +169,34 @@ impl WithSimd for Task<'_> {
         }
         SCRATCH.set(scratch_buf);
         WIDE_B.set(wide);
+    }
+}
+
+/// The `vdpbf16ps` micro-tiles of one (K block, B panel) of a task: rows `rows`, scratch
+/// column panel `jt`.
+#[allow(clippy::too_many_arguments)]
+fn dot_bf16_panel(
+    p: &Problem,
+    a_pairs: &[u32],
+    b: &[crate::bf16],
+    scratch: &mut [f32],
+    jt: usize,
+    ldc: usize,
+    rows: std::ops::Range<usize>,
+    kb: usize,
+) {
+    let (kp_all, kp) = (p.k.div_ceil(2), b.len() / (2 * NR));
+    for i in rows.clone().step_by(p.mr) {
+        let r = p.mr.min(p.m - i);
+        let a = &a_pairs[i * kp_all + (kb / 2) * r..][..kp * r];
+        let c = &mut scratch[(i - rows.start) * ldc + jt * NR..];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `a_pairs` is only set when the detected ISA includes AVX-512 F and BF16.
+        unsafe {
+            super::kernel::dot_bf16::tile_rows(r, a, b, c, ldc, kb > 0)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("bf16 pairs on a non-x86 target {:?}", (a.len(), c.len(), ldc));
     }
 }
 

@@ -106,3 +106,118 @@ pub(super) fn tile_rows<S: Simd>(
         lanes => unreachable!("unsupported SIMD width {lanes}"),
     }
 }
+
+/// Widens a block of a pair-interleaved bf16 panel (`[kc/2][NR][2]`, see
+/// [`super::pack::pack_b_bf16_pairs`]) into `[kc][NR]` f32: each 32-bit pair holds `k` in its low
+/// half and `k+1` in its high half, so the two f32 rows are `pair << 16` and `pair & 0xffff0000`
+/// (exact; NaNs stay NaN). `src.len() = kc.div_ceil(2)·2·NR`, `dst.len() = kc·NR`.
+#[inline(always)]
+pub(super) fn widen_bf16_pairs<S: Simd>(simd: S, src: &[crate::bf16], dst: &mut [f32]) {
+    let lanes = S::U32_LANES;
+    let kc = dst.len() / NR;
+    assert!(src.len() == kc.div_ceil(2) * 2 * NR && dst.len() == kc * NR && NR.is_multiple_of(lanes));
+    let high = simd.splat_u32s(0xffff_0000);
+    let shift = simd.splat_u32s(16);
+    for (p, pairs) in src.chunks_exact(2 * NR).enumerate() {
+        for v in 0..NR / lanes {
+            // SAFETY: `pairs` holds 2·NR u16 = NR u32 and `v·lanes + lanes ≤ NR`; unaligned read
+            // of plain data.
+            let x: S::u32s = unsafe { pairs.as_ptr().cast::<u32>().add(v * lanes).cast::<S::u32s>().read_unaligned() };
+            let lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+            let row = &mut dst[2 * p * NR + v * lanes..][..lanes];
+            // SAFETY: `row` holds exactly one vector.
+            unsafe { row.as_mut_ptr().cast::<S::f32s>().write_unaligned(lo) };
+            if 2 * p + 1 < kc {
+                let hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+                let row = &mut dst[(2 * p + 1) * NR + v * lanes..][..lanes];
+                // SAFETY: as above.
+                unsafe { row.as_mut_ptr().cast::<S::f32s>().write_unaligned(hi) };
+            }
+        }
+    }
+}
+
+/// The `vdpbf16ps` micro-kernel (AVX512_BF16; Zen 4 runs it at twice the f32 FMA rate).
+///
+/// Register tile 6 rows × 4 zmm (64 columns, 24 f32 accumulators). Per k *pair* it loads 4
+/// vectors of the pair-interleaved B panel (`[kp][64][2]` bf16) and broadcasts one 32-bit pair
+/// `(a[i,2p], a[i,2p+1])` per row from the A panel (`[kp][MR]` u32), so each instruction adds
+/// `a₀b₀ + a₁b₁` to 16 columns. bf16 products are exact in f32 and each addition rounds once,
+/// like two FMAs; unlike FMA the instruction flushes subnormal inputs and results to zero.
+/// Only used when A and B are both bf16 (A is never rounded to bf16 to get here).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod dot_bf16 {
+    use super::NR;
+    use core::arch::x86_64::*;
+
+    /// Rows of the register tile (the AVX-512 f32 tile's, so A panels pack alike).
+    const MR: usize = 6;
+
+    /// One micro-tile of `rows ≤ MR`: `a.len() ≥ kp·rows`, `b.len() ≥ kp·2·NR`,
+    /// `c.len() ≥ (rows−1)·ldc + NR`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(in super::super) unsafe fn tile_rows(
+        rows: usize,
+        a: &[u32],
+        b: &[crate::bf16],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        assert!(rows <= MR && MR == super::mr_for_lanes(16));
+        // SAFETY: the caller guarantees the features (this function has them too).
+        unsafe {
+            match rows {
+                1 => tile::<1>(a, b, c, ldc, accumulate),
+                2 => tile::<2>(a, b, c, ldc, accumulate),
+                3 => tile::<3>(a, b, c, ldc, accumulate),
+                4 => tile::<4>(a, b, c, ldc, accumulate),
+                5 => tile::<5>(a, b, c, ldc, accumulate),
+                6 => tile::<6>(a, b, c, ldc, accumulate),
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile<const R: usize>(a: &[u32], b: &[crate::bf16], c: &mut [f32], ldc: usize, accumulate: bool) {
+        const NV: usize = NR / 16;
+        let kp = b.len() / (2 * NR);
+        assert!(a.len() >= kp * R && c.len() >= (R - 1) * ldc + NR);
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for p in 0..kp {
+            // SAFETY: p < kp, so the B reads `p·2·NR + v·32 + 32 ≤ kp·2·NR ≤ b.len()` and the A
+            // reads `p·R + i < kp·R ≤ a.len()` stay inside the slices; unaligned loads.
+            unsafe {
+                let bq = bp.add(p * 2 * NR);
+                let mut bv = [_mm512_setzero_si512(); NV];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = _mm512_loadu_si512(bq.add(v * 32).cast());
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av: __m512bh = core::mem::transmute(_mm512_set1_epi32(*ap.add(p * R + i) as i32));
+                    for (acc, bv) in row.iter_mut().zip(&bv) {
+                        *acc = _mm512_dpbf16_ps(*acc, av, core::mem::transmute::<__m512i, __m512bh>(*bv));
+                    }
+                }
+            }
+        }
+        let cp = c.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &value) in row.iter().enumerate() {
+                // SAFETY: `i·ldc + v·16 + 16 ≤ (R−1)·ldc + NR ≤ c.len()` (asserted); `c` is
+                // borrowed mutably.
+                unsafe {
+                    let ptr = cp.add(i * ldc + v * 16);
+                    let value = if accumulate { _mm512_add_ps(_mm512_loadu_ps(ptr), value) } else { value };
+                    _mm512_storeu_ps(ptr, value);
+                }
+            }
+        }
+    }
+}

@@ -101,7 +101,11 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
         }
         return Ok(());
     }
-    let packed = PackedMatrix { panels: Panels::F32(pack::pack_b(b, isa)), n: dims.n, k: dims.k };
+    let panels = match b.data() {
+        crate::Data::BF16(src) if dot_bf16(isa, a) => Panels::BF16(pack::pack_b_bf16_pairs(b, src)),
+        _ => Panels::F32(pack::pack_b(b, isa)),
+    };
+    let packed = PackedMatrix { panels, n: dims.n, k: dims.k };
     run_packed(a, &packed, bias, c, params, dims, isa)
 }
 
@@ -142,7 +146,7 @@ impl PackedMatrix {
         let (n, k) = (b.shape()[0], b.shape()[1]);
         let panels = match (storage, b.data()) {
             (DType::F32, _) => Panels::F32(pack::pack_b(b, crate::isa::effective_isa())),
-            (DType::BF16, crate::Data::BF16(src)) => Panels::BF16(pack::pack_b_16(b, src)),
+            (DType::BF16, crate::Data::BF16(src)) => Panels::BF16(pack::pack_b_bf16_pairs(b, src)),
             (DType::F16, crate::Data::F16(src)) => Panels::F16(pack::pack_b_16(b, src)),
             (storage, _) => {
                 return Err(Error::invalid(
@@ -210,7 +214,8 @@ fn run_packed(
     dims: MatmulDims,
     isa: Isa,
 ) -> Result<()> {
-    let run = isa.min(Isa::Avx512).min(crate::isa::detected_isa());
+    let dot = matches!(b.panels, Panels::BF16(_)) && dot_bf16(isa, a);
+    let run = if dot { Isa::Avx512Bf16 } else { isa.min(Isa::Avx512).min(crate::isa::detected_isa()) };
     crate::isa::record_dispatch(run);
     let lanes = match run {
         Isa::Avx512 | Isa::Avx512Bf16 => 16,
@@ -219,7 +224,10 @@ fn run_packed(
     };
     let mr = kernel::mr_for_lanes(lanes);
     let parallel = 2 * dims.m * dims.n * dims.k >= 1 << 22;
-    let a_packed = pack::pack_a(a, mr, run, parallel);
+    let (a_packed, a_pairs) = match a.data() {
+        crate::Data::BF16(src) if dot => (pack::AlignedBuf::zeroed(0), pack::pack_a_bf16_pairs(a, src, mr)),
+        _ => (pack::pack_a(a, mr, run, parallel), Vec::new()),
+    };
     let problem = driver::Problem {
         m: dims.m,
         n: dims.n,
@@ -234,7 +242,14 @@ fn run_packed(
         bias,
         params: *params,
         isa: run,
+        a_pairs: dot.then_some(&a_pairs[..]),
     };
     problem.run(&c.shared());
     Ok(())
+}
+
+/// Whether the `vdpbf16ps` kernel runs: bf16 activations (never rounded to get here) on a CPU
+/// with AVX512_BF16 (2× the f32 FMA rate on Zen 4), with the level not capped below it.
+fn dot_bf16(isa: Isa, a: &View) -> bool {
+    isa.min(crate::isa::detected_isa()) >= Isa::Avx512Bf16 && a.dtype() == DType::BF16
 }

@@ -4,7 +4,7 @@
 //! f32 runs.
 
 use super::kernel::NR;
-use crate::dtype::{DType, Element};
+use crate::dtype::{DType, Element, bf16};
 use crate::isa::Isa;
 use crate::tensor::View;
 use rayon::prelude::*;
@@ -192,4 +192,58 @@ pub(super) fn widen_rows(a: &View, isa: Isa) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Packs the logical `[n, k]` bf16 view `b` into pair-interleaved panels: panel `jp` is
+/// `[⌈k/2⌉][NR][2]`, element `(k, j)` at `((k/2)·NR + j)·2 + k%2`; the odd-K tail and the N
+/// tail are zero. One 32-bit lane holds two consecutive k of one column, the operand layout of
+/// `vdpbf16ps`, and widens to two f32 rows with a shift and a mask.
+pub(super) fn pack_b_bf16_pairs(b: &View, src: &[bf16]) -> Vec<bf16> {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let kp = k.div_ceil(2);
+    let mut buf = vec![bf16::ZERO; n.div_ceil(NR) * kp * 2 * NR];
+    if k == 0 || n == 0 {
+        return buf;
+    }
+    let (sn, sk) = (b.strides()[0], b.strides()[1]);
+    let pack_panel = |(jp, panel): (usize, &mut [bf16])| {
+        let j0 = jp * NR;
+        let cols = NR.min(n - j0);
+        let base = b.layout().offset(&[j0, 0]);
+        for jj in 0..cols {
+            let row = base + jj * sn;
+            for p in 0..k {
+                panel[((p / 2) * NR + jj) * 2 + p % 2] = src[row + p * sk];
+            }
+        }
+    };
+    if n * k >= PARALLEL_PACK_ELEMS {
+        buf.par_chunks_mut(kp * 2 * NR).enumerate().for_each(pack_panel);
+    } else {
+        buf.chunks_mut(kp * 2 * NR).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+/// Packs bf16 A (`[m, k]`, any strides; `src` is its data) into `mr`-row panels of k pairs:
+/// panel `ip` starts at `ip·mr·⌈k/2⌉` and is `[⌈k/2⌉][rows]` u32, each `a[i,2p] | a[i,2p+1] << 16`
+/// (the odd-K tail zero).
+pub(super) fn pack_a_bf16_pairs(a: &View, src: &[bf16], mr: usize) -> Vec<u32> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let kp = k.div_ceil(2);
+    let mut buf = vec![0u32; m * kp];
+    if m == 0 || k == 0 {
+        return buf;
+    }
+    let sk = a.strides()[1];
+    for (ip, panel) in buf.chunks_mut(mr * kp).enumerate() {
+        let rows = panel.len() / kp;
+        for i in 0..rows {
+            let row = a.layout().offset(&[ip * mr + i, 0]);
+            for p in 0..k {
+                panel[(p / 2) * rows + i] |= u32::from(src[row + p * sk].to_bits()) << (16 * (p % 2));
+            }
+        }
+    }
+    buf
 }

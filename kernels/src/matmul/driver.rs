@@ -12,7 +12,7 @@
 //! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
-use super::kernel::{NR, tile_rows, widen_bf16_pairs};
+use super::kernel::{NR, tile_rows, tile_rows_pairs, widen_bf16_pairs};
 use crate::isa::Isa;
 use crate::simd::convert::f16_to_f32_with;
 use crate::tensor::{SharedOut, View};
@@ -145,6 +145,13 @@ impl WithSimd for Task<'_> {
                             let pairs = &b[bf16_range(jp, kb, kc)];
                             if let Some(a_pairs) = p.a_pairs {
                                 dot_bf16_panel(p, a_pairs, pairs, scratch, jp - jp0, ldc, i0..i1, kb);
+                                continue;
+                            }
+                            if i1 - i0 <= mr {
+                                // One A panel per B block (skinny): widen in registers.
+                                let (r, c) = (i1 - i0, &mut scratch[(jp - jp0) * NR..]);
+                                let a = &p.a[i0 * p.k + kb * r..][..kc * r];
+                                tile_rows_pairs(simd, r, kc, a, pairs, c, ldc, kb > 0);
                                 continue;
                             }
                             widen_bf16_pairs(simd, pairs, &mut wide[..kc * NR]);

@@ -107,6 +107,99 @@ pub(super) fn tile_rows<S: Simd>(
     }
 }
 
+/// [`tile`] reading a pair-interleaved bf16 B panel (`[⌈kc/2⌉][NR][2]`) directly, widening each
+/// pair vector in registers (`<< 16` for `k`, `& 0xffff0000` for `k+1`): no widened copy is
+/// stored, which is what a skinny call (one A panel per B block) wants. The FMAs run in the
+/// same order as [`tile`] over the widened panel, so the results are bit-identical to it.
+#[inline(always)]
+fn tile_pairs<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: &[f32],
+    b: &[crate::bf16],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let lanes = S::F32_LANES;
+    let kp = kc.div_ceil(2);
+    assert!(NV * lanes == NR && a.len() >= kc * MR && b.len() >= kp * 2 * NR && c.len() >= (MR - 1) * ldc + NR);
+    let zero = simd.splat_f32s(0.0);
+    let high = simd.splat_u32s(0xffff_0000);
+    let shift = simd.splat_u32s(16);
+    let mut acc = [[zero; NV]; MR];
+    let (a, b) = (a.as_ptr(), b.as_ptr().cast::<u32>());
+    for p in 0..kp {
+        let odd_tail = 2 * p + 1 == kc;
+        // SAFETY: p < kp: the B reads end at `(p+1)·NR` u32 ≤ `kp·2·NR` bf16 = b.len(); the A
+        // reads index `2p·MR + i` and, unless this is the odd tail, `(2p+1)·MR + i`, both
+        // `< kc·MR`; unaligned reads of plain data.
+        unsafe {
+            let bp = b.add(p * NR);
+            let mut lo = [zero; NV];
+            let mut hi = [zero; NV];
+            for v in 0..NV {
+                let x = bp.add(v * lanes).cast::<S::u32s>().read_unaligned();
+                lo[v] = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+                hi[v] = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+            }
+            let ap = a.add(2 * p * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = simd.splat_f32s(*ap.add(i));
+                for (acc, &bv) in row.iter_mut().zip(&lo) {
+                    *acc = simd.mul_add_e_f32s(av, bv, *acc);
+                }
+                if !odd_tail {
+                    let av = simd.splat_f32s(*ap.add(MR + i));
+                    for (acc, &bv) in row.iter_mut().zip(&hi) {
+                        *acc = simd.mul_add_e_f32s(av, bv, *acc);
+                    }
+                }
+            }
+        }
+    }
+    let cp = c.as_mut_ptr();
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &value) in row.iter().enumerate() {
+            // SAFETY: as in `tile`.
+            unsafe {
+                let ptr = cp.add(i * ldc + v * lanes).cast::<S::f32s>();
+                let value = if accumulate { simd.add_f32s(ptr.read_unaligned(), value) } else { value };
+                ptr.write_unaligned(value);
+            }
+        }
+    }
+}
+
+/// [`tile_pairs`] for a runtime row count; `kc` is the K-block length.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn tile_rows_pairs<S: Simd>(
+    simd: S,
+    rows: usize,
+    kc: usize,
+    a: &[f32],
+    b: &[crate::bf16],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    macro_rules! by_rows {
+        ($nv:literal, $($r:literal)*) => {
+            match rows {
+                $($r => tile_pairs::<S, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        };
+    }
+    match S::F32_LANES {
+        16 => by_rows!(4, 1 2 3 4 5 6),
+        8 => by_rows!(8, 1),
+        1 => by_rows!(64, 1),
+        lanes => unreachable!("unsupported SIMD width {lanes}"),
+    }
+}
+
 /// Widens a block of a pair-interleaved bf16 panel (`[kc/2][NR][2]`, see
 /// [`super::pack::pack_b_bf16_pairs`]) into `[kc][NR]` f32: each 32-bit pair holds `k` in its low
 /// half and `k+1` in its high half, so the two f32 rows are `pair << 16` and `pair & 0xffff0000`

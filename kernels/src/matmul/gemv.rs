@@ -3,15 +3,17 @@
 //! dotted with every row of A; no B packing (which would read and write all of B once more).
 //!
 //! Register tile: 4 weight rows × M rows of A, one vector of K each (`4·M ≤ 16` accumulators),
-//! reduced horizontally at the end; the K tail is added in scalar. N is split into fixed chunks
+//! reduced horizontally at the end; the K tail is added in scalar. bf16 weights are widened in
+//! registers ([`super::kernel::dot4_bf16`]); f16 weights a chunk at a time into an L1 buffer. N is split into fixed chunks
 //! of [`ROWS_PER_TASK`] weight rows (never depending on the thread count), so the result is
 //! bit-identical for any pool size. Accumulation order differs from the packed path's, so the
 //! two agree within the accumulation tolerance, not bitwise.
 
 use super::MatmulParams;
 use super::driver::{epilogue_row, widen_bias};
+use super::kernel::dot4_bf16;
 use crate::isa::Isa;
-use crate::simd::convert::{bf16_to_f32_with, f16_to_f32_with};
+use crate::simd::convert::f16_to_f32_with;
 use crate::tensor::{Data, SharedOut, View};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
@@ -31,6 +33,8 @@ pub(super) struct Skinny<'a> {
     pub k: usize,
     /// A widened to f32, `[m][k]` contiguous.
     pub a: &'a [f32],
+    /// For bf16 weights: row `i` of A split into even-k then odd-k halves (`[m][2][⌈k/2⌉]`).
+    pub a_split: &'a [f32],
     pub b: &'a View<'a>,
     pub bias: Option<&'a View<'a>>,
     pub params: MatmulParams,
@@ -79,13 +83,35 @@ impl Task<'_> {
         let base = p.b.layout().offset(&[j0, 0]);
         let data = p.b.data();
         let mut dots = vec![0f32; M * (j1 - j0)]; // [i][j - j0]
-        let mut wide = vec![0f32; if matches!(data, Data::F32(_)) { 0 } else { 4 * CHUNK }];
+        let mut wide = vec![0f32; if matches!(data, Data::F16(_)) { 4 * CHUNK } else { 0 }];
         let mut j = j0;
         while j < j1 {
             let rows = 4.min(j1 - j);
             let mut sums = [[0f32; 4]; M];
             for c0 in (0..k).step_by(CHUNK) {
                 let len = CHUNK.min(k - c0);
+                if let Data::BF16(s) = data {
+                    // bf16 weights: widened in registers, against A split into even/odd k.
+                    let half = k.div_ceil(2);
+                    let mut brows: [&[crate::bf16]; 4] = [&[]; 4];
+                    for (r, brow) in brows.iter_mut().enumerate() {
+                        let off = base + (j - j0 + r.min(rows - 1)) * sn + c0;
+                        *brow = &s[off..off + len];
+                    }
+                    let mut even: [&[f32]; M] = [&[]; M];
+                    let mut odd: [&[f32]; M] = [&[]; M];
+                    for i in 0..M {
+                        even[i] = &p.a_split[2 * i * half + c0 / 2..][..len.div_ceil(2)];
+                        odd[i] = &p.a_split[(2 * i + 1) * half + c0 / 2..][..len.div_ceil(2)];
+                    }
+                    let part = dot4_bf16::<S, M>(simd, &even, &odd, &brows);
+                    for (sum, part) in sums.iter_mut().zip(&part) {
+                        for (s, &v) in sum.iter_mut().zip(part) {
+                            *s += v;
+                        }
+                    }
+                    continue;
+                }
                 let mut brows: [&[f32]; 4] = [&[]; 4];
                 // Widen (or borrow) `len` elements of each of the `rows` weight rows; missing rows
                 // repeat the first so the kernel stays branch-free (their sums are dropped).
@@ -97,10 +123,8 @@ impl Task<'_> {
                 } else {
                     for (r, dst) in wide.chunks_exact_mut(CHUNK).take(rows).enumerate() {
                         let off = base + (j - j0 + r) * sn + c0;
-                        match data {
-                            Data::BF16(s) => bf16_to_f32_with(p.isa, &s[off..off + len], &mut dst[..len]),
-                            Data::F16(s) => f16_to_f32_with(p.isa, &s[off..off + len], &mut dst[..len]),
-                            Data::F32(_) => unreachable!(),
+                        if let Data::F16(s) = data {
+                            f16_to_f32_with(p.isa, &s[off..off + len], &mut dst[..len]);
                         }
                     }
                     for (r, brow) in brows.iter_mut().enumerate() {

@@ -314,3 +314,58 @@ pub(super) mod dot_bf16 {
         }
     }
 }
+
+/// The skinny path's dot products on bf16 weight rows without a widened copy: for `M` rows of
+/// A split into even-k and odd-k halves (`a_even[i][q] = a[i][2q]`, `a_odd[i][q] = a[i][2q+1]`)
+/// and 4 bf16 weight rows of equal length `len`, `out[i][r] = Σ_k a[i][k]·b[r][k]`. Each vector
+/// of 32-bit pairs widens in registers (`<< 16` gives even k, `& 0xffff0000` odd k); the pairs
+/// left over after whole vectors, and an odd last element, are added in scalar, in order.
+#[inline(always)]
+pub(super) fn dot4_bf16<S: Simd, const M: usize>(
+    simd: S,
+    a_even: &[&[f32]; M],
+    a_odd: &[&[f32]; M],
+    b: &[&[crate::bf16]; 4],
+) -> [[f32; 4]; M] {
+    let len = b[0].len();
+    let lanes = S::U32_LANES;
+    let full = len / 2 / lanes * lanes; // pairs covered by whole vectors
+    let half = len.div_ceil(2);
+    assert!(b.iter().all(|r| r.len() == len));
+    assert!(a_even.iter().chain(a_odd).all(|r| r.len() == half));
+    let zero = simd.splat_f32s(0.0);
+    let high = simd.splat_u32s(0xffff_0000);
+    let shift = simd.splat_u32s(16);
+    let mut acc = [[zero; 4]; M];
+    for q in (0..full).step_by(lanes) {
+        let mut lo = [zero; 4];
+        let mut hi = [zero; 4];
+        for ((lo, hi), row) in lo.iter_mut().zip(&mut hi).zip(b) {
+            // SAFETY: `q + lanes ≤ full ≤ len/2` pairs, i.e. `2·(q + lanes) ≤ len` bf16 of `row`;
+            // unaligned read of plain data.
+            let x: S::u32s = unsafe { row.as_ptr().cast::<u32>().add(q).cast::<S::u32s>().read_unaligned() };
+            *lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+            *hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+        }
+        for ((acc, even), odd) in acc.iter_mut().zip(a_even).zip(a_odd) {
+            let ae: S::f32s = pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&even[q..q + lanes]));
+            let ao: S::f32s = pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&odd[q..q + lanes]));
+            for ((acc, &lo), &hi) in acc.iter_mut().zip(&lo).zip(&hi) {
+                *acc = simd.mul_add_e_f32s(ae, lo, *acc);
+                *acc = simd.mul_add_e_f32s(ao, hi, *acc);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; M];
+    for i in 0..M {
+        for r in 0..4 {
+            let mut s = simd.reduce_sum_f32s(acc[i][r]);
+            for k in 2 * full..len {
+                let a = if k % 2 == 0 { a_even[i][k / 2] } else { a_odd[i][k / 2] };
+                s += a * b[r][k].to_f32();
+            }
+            out[i][r] = s;
+        }
+    }
+    out
+}

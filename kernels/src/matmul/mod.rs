@@ -4,6 +4,23 @@
 //! B is a logical `[N, K]` view with any strides, so nn.Linear weights (`[N,K]` row-major,
 //! strides `[K, 1]`) and Conv1D / plain `A·B` weights (`[K,N]` row-major, viewed as `[N,K]` with
 //! strides `[1, N]`) both work without copies.
+//!
+//! ## Paths
+//! - **Blocked** (BLIS-style, `driver`): B packed into 64-column panels ([`PackedMatrix`], or
+//!   per call), A into 6-row panels, a 6 × 64 f32 FMA register tile on AVX-512 (1 × 64 on AVX2,
+//!   scalar fallback), K blocks of 96 accumulated in an f32 scratch tile, then the fused
+//!   epilogue (α, β, bias, vectorised GELU) and one rounding into C.
+//! - **bf16 × bf16** on AVX512_BF16 CPUs: the same driver with a `vdpbf16ps` tile (twice the
+//!   f32 FMA rate on Zen 4). Used only when A itself is bf16; f32 activations are never rounded.
+//! - **Skinny** (M ≤ 4, unpacked K-contiguous weights, `gemv`): streams each weight row once,
+//!   no packing. Prepacked skinny calls run the blocked driver with one A panel, widening bf16
+//!   panels in registers.
+//!
+//! ## Threading and determinism
+//! A fixed grid of C tiles (depending only on M, N, K) is spread over the caller's rayon pool;
+//! no split-K, so any thread count gives the same bits. Problems under ~4 MFLOP (skinny: 64 Ki
+//! weights) run on the calling thread. Different paths (skinny vs blocked, `vdpbf16ps` vs f32
+//! FMA, ISA levels) sum in different orders and agree within the accumulation tolerance.
 
 mod activation;
 #[allow(unsafe_code)]

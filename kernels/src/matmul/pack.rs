@@ -112,12 +112,17 @@ fn pack_b_panel(b: &View, isa: Isa, j0: usize, panel: &mut [f32]) {
             data.widen(base + p * sk, &mut dst[..cols], isa);
         }
     } else if sk == 1 || k == 1 {
-        // [N, K] storage: widen each weight row, then scatter it down the panel's column.
-        let mut row = vec![0f32; k];
-        for jj in 0..cols {
-            data.widen(base + jj * sn, &mut row, isa);
-            for (dst, &v) in panel.chunks_exact_mut(NR).zip(&row) {
-                dst[jj] = v;
+        // [N, K] storage: a transpose, done in K blocks so the block being written
+        // (`KB × NR` f32 = 16 KiB) stays in L1 while each weight row is read sequentially.
+        const KB: usize = 64;
+        let mut run = [0f32; KB];
+        for (blk, dst) in panel.chunks_mut(KB * NR).enumerate() {
+            let len = dst.len() / NR;
+            for jj in 0..cols {
+                data.widen(base + jj * sn + blk * KB, &mut run[..len], isa);
+                for (d, &v) in dst.chunks_exact_mut(NR).zip(&run[..len]) {
+                    d[jj] = v;
+                }
             }
         }
     } else {
@@ -210,10 +215,14 @@ pub(super) fn pack_b_bf16_pairs(b: &View, src: &[bf16]) -> Vec<bf16> {
         let j0 = jp * NR;
         let cols = NR.min(n - j0);
         let base = b.layout().offset(&[j0, 0]);
-        for jj in 0..cols {
-            let row = base + jj * sn;
-            for p in 0..k {
-                panel[((p / 2) * NR + jj) * 2 + p % 2] = src[row + p * sk];
+        // K blocks of 64 so the written block (32 pairs × NR × 2 bf16 = 8 KiB) stays in L1.
+        const KB: usize = 64;
+        for p0 in (0..k).step_by(KB) {
+            for jj in 0..cols {
+                let row = base + jj * sn;
+                for p in p0..k.min(p0 + KB) {
+                    panel[((p / 2) * NR + jj) * 2 + p % 2] = src[row + p * sk];
+                }
             }
         }
     };

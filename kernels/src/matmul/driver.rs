@@ -8,7 +8,7 @@
 //!
 //! Blocking (Zen 4: 32 KiB L1d, 1 MiB L2 per core): a B micro-panel `KC × NR` f32 is
 //! 96·64·4 = 24 KiB and stays in L1 while the task's A panels (`MR × KC`, 2.3 KiB each) stream
-//! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`≤ 60 × 512` f32 = 120 KiB)
+//! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`≤ 120 × 512` f32 = 240 KiB)
 //! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
@@ -22,8 +22,9 @@ use std::cell::Cell;
 
 /// The K block.
 const KC: usize = 96;
-/// Rows per task for large M (a multiple of every ISA's MR).
-const MT: usize = 60;
+/// The most rows per task (MT = 120 measured ≈ 8 % faster than 60 on sq2048: each B block
+/// fetched into L2 serves twice the rows).
+const MT: usize = 120;
 /// Below this many FLOPs the call runs on the calling thread.
 const PARALLEL_FLOPS: usize = 1 << 22;
 
@@ -65,10 +66,11 @@ impl Problem<'_> {
         if self.m <= 16 {
             return Grid { mt: self.m.max(1), ntp: 2, row_tiles: 1, col_tiles: panels.div_ceil(2) };
         }
-        // Balanced row tiles of at most MT rows, each a multiple of MR.
+        // Balanced tiles of at most MT rows (a multiple of MR) and at most 8 B panels.
         let row_tiles = self.m.div_ceil(MT);
         let mt = self.m.div_ceil(row_tiles).div_ceil(self.mr) * self.mr;
-        Grid { mt, ntp: 8, row_tiles: self.m.div_ceil(mt), col_tiles: panels.div_ceil(8) }
+        let ntp = panels.div_ceil(panels.div_ceil(8));
+        Grid { mt, ntp, row_tiles: self.m.div_ceil(mt), col_tiles: panels.div_ceil(ntp) }
     }
 
     /// Runs every task, writing C through `out`.

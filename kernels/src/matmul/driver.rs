@@ -159,6 +159,15 @@ impl WithSimd for Task<'_> {
                             widen_bf16_pairs(simd, pairs, &mut wide[..kc * NR]);
                             &wide[..kc * NR]
                         }
+                        #[cfg(target_arch = "x86_64")]
+                        PanelsRef::F16(b) if i1 - i0 <= mr && p.isa >= Isa::Avx512 => {
+                            // Skinny on AVX-512: widen in registers (no widened copy).
+                            let (r, c) = (i1 - i0, &mut scratch[(jp - jp0) * NR..]);
+                            let a = &p.a[i0 * p.k + kb * r..][..kc * r];
+                            // SAFETY: `p.isa` is clamped to the detected level, which has AVX-512 F.
+                            unsafe { super::kernel::f16_avx512::tile_rows(r, a, &b[range], c, ldc, kb > 0) };
+                            continue;
+                        }
                         PanelsRef::F16(b) => {
                             f16_to_f32_with(p.isa, &b[range], &mut wide[..kc * NR]);
                             &wide[..kc * NR]

@@ -369,3 +369,78 @@ pub(super) fn dot4_bf16<S: Simd, const M: usize>(
     }
     out
 }
+
+/// The f16-panel micro-kernel for skinny calls on AVX-512: `[kc][NR]` f16 B panel widened in
+/// registers with `vcvtph2ps` (pulp has no f16 conversion), 6 × 4 zmm tile, the same FMA order
+/// as [`tile`] over the widened panel, hence bit-identical results.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod f16_avx512 {
+    use super::NR;
+    use core::arch::x86_64::*;
+
+    /// One micro-tile of `rows ≤ 6`: `a.len() ≥ kc·rows`, `b.len() = kc·NR`,
+    /// `c.len() ≥ (rows−1)·ldc + NR`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn tile_rows(
+        rows: usize,
+        a: &[f32],
+        b: &[crate::f16],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller guarantees the features (this function has them too).
+        unsafe {
+            match rows {
+                1 => tile::<1>(a, b, c, ldc, accumulate),
+                2 => tile::<2>(a, b, c, ldc, accumulate),
+                3 => tile::<3>(a, b, c, ldc, accumulate),
+                4 => tile::<4>(a, b, c, ldc, accumulate),
+                5 => tile::<5>(a, b, c, ldc, accumulate),
+                6 => tile::<6>(a, b, c, ldc, accumulate),
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize>(a: &[f32], b: &[crate::f16], c: &mut [f32], ldc: usize, accumulate: bool) {
+        const NV: usize = NR / 16;
+        let kc = b.len() / NR;
+        assert!(a.len() >= kc * R && c.len() >= (R - 1) * ldc + NR);
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for p in 0..kc {
+            // SAFETY: p < kc: B reads end at `(p+1)·NR ≤ b.len()` f16, A reads index
+            // `p·R + i < kc·R ≤ a.len()`; unaligned loads of plain data.
+            unsafe {
+                let bq = bp.add(p * NR);
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = _mm512_cvtph_ps(_mm256_loadu_si256(bq.add(v * 16).cast()));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(p * R + i));
+                    for (acc, &bv) in row.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(av, bv, *acc);
+                    }
+                }
+            }
+        }
+        let cp = c.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &value) in row.iter().enumerate() {
+                // SAFETY: `i·ldc + v·16 + 16 ≤ (R−1)·ldc + NR ≤ c.len()` (asserted).
+                unsafe {
+                    let ptr = cp.add(i * ldc + v * 16);
+                    let value = if accumulate { _mm512_add_ps(_mm512_loadu_ps(ptr), value) } else { value };
+                    _mm512_storeu_ps(ptr, value);
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! Register tile: 4 weight rows × M rows of A, one vector of K each (`4·M ≤ 16` accumulators),
 //! reduced horizontally at the end; the K tail is added in scalar. bf16 weights are widened in
-//! registers ([`super::kernel::dot4_bf16`]); f16 weights a chunk at a time into an L1 buffer. N is split into fixed chunks
+//! registers ([`super::kernel::dot4_bf16`]); f16 weights too on AVX-512 (`vcvtph2ps`), and a
+//! chunk at a time into an L1 buffer below it. N is split into fixed chunks
 //! of [`ROWS_PER_TASK`] weight rows (never depending on the thread count), so the result is
 //! bit-identical for any pool size. Accumulation order differs from the packed path's, so the
 //! two agree within the accumulation tolerance, not bitwise.
@@ -105,6 +106,29 @@ impl Task<'_> {
                         odd[i] = &p.a_split[(2 * i + 1) * half + c0 / 2..][..len.div_ceil(2)];
                     }
                     let part = dot4_bf16::<S, M>(simd, &even, &odd, &brows);
+                    for (sum, part) in sums.iter_mut().zip(&part) {
+                        for (s, &v) in sum.iter_mut().zip(part) {
+                            *s += v;
+                        }
+                    }
+                    continue;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let Data::F16(s) = data
+                    && p.isa >= Isa::Avx512
+                {
+                    // f16 weights on AVX-512: widened in registers.
+                    let mut brows: [&[crate::f16]; 4] = [&[]; 4];
+                    for (r, brow) in brows.iter_mut().enumerate() {
+                        let off = base + (j - j0 + r.min(rows - 1)) * sn + c0;
+                        *brow = &s[off..off + len];
+                    }
+                    let mut arows: [&[f32]; M] = [&[]; M];
+                    for (i, arow) in arows.iter_mut().enumerate() {
+                        *arow = &p.a[i * k + c0..][..len];
+                    }
+                    // SAFETY: `p.isa` is clamped to the detected level, which has AVX-512 F.
+                    let part = unsafe { super::kernel::f16_avx512::dot4::<M>(&arows, &brows) };
                     for (sum, part) in sums.iter_mut().zip(&part) {
                         for (s, &v) in sum.iter_mut().zip(part) {
                             *s += v;

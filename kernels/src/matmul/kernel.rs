@@ -406,6 +406,46 @@ pub(super) mod f16_avx512 {
         }
     }
 
+    /// The skinny path's dot products on f16 weight rows (see [`super::super::gemv`]):
+    /// `out[i][r] = Σ_k a[i][k]·b[r][k]` for `M ≤ 4` rows of A and 4 weight rows of equal
+    /// length, vectors widened with `vcvtph2ps`, reduced horizontally, scalar tail in order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn dot4<const M: usize>(a: &[&[f32]; M], b: &[&[crate::f16]; 4]) -> [[f32; 4]; M] {
+        let len = b[0].len();
+        let full = len / 16 * 16;
+        assert!(a.iter().all(|r| r.len() == len) && b.iter().all(|r| r.len() == len));
+        let mut acc = [[_mm512_setzero_ps(); 4]; M];
+        for q in (0..full).step_by(16) {
+            // SAFETY: q + 16 ≤ full ≤ len, the length of every row; unaligned loads.
+            unsafe {
+                let mut bv = [_mm512_setzero_ps(); 4];
+                for (bv, row) in bv.iter_mut().zip(b) {
+                    *bv = _mm512_cvtph_ps(_mm256_loadu_si256(row.as_ptr().add(q).cast()));
+                }
+                for (acc, row) in acc.iter_mut().zip(a) {
+                    let av = _mm512_loadu_ps(row.as_ptr().add(q));
+                    for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(av, bv, *acc);
+                    }
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; M];
+        for i in 0..M {
+            for r in 0..4 {
+                let mut s = _mm512_reduce_add_ps(acc[i][r]);
+                for q in full..len {
+                    s += a[i][q] * b[r][q].to_f32();
+                }
+                out[i][r] = s;
+            }
+        }
+        out
+    }
+
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const R: usize>(a: &[f32], b: &[crate::f16], c: &mut [f32], ldc: usize, accumulate: bool) {

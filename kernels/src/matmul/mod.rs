@@ -25,6 +25,7 @@
 mod activation;
 #[allow(unsafe_code)]
 mod driver;
+#[allow(unsafe_code)]
 mod gemv;
 #[allow(unsafe_code)]
 mod kernel;

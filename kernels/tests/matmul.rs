@@ -286,11 +286,13 @@ fn every_awkward_size_in_each_dimension() {
 
 #[test]
 fn k_spanning_several_blocks_and_skinny_m() {
-    // K above the 128 K block (partial last block), M in the skinny (GEMV) regime and above it.
-    // The skinny path: several K chunks (512), N tails of the 4-row groups, several N tasks.
+    // K above the 96 K block (partial last block), M in the skinny (GEMV) regime and above it.
+    // The skinny path: several K chunks (2048, with an odd tail), N tails of the 4-row groups,
+    // several N tasks.
     for (m, n, k) in [
         (1, 100, 300),
         (1, 130, 1100),
+        (2, 70, 4201),
         (3, 67, 513),
         (4, 201, 40),
         (5, 97, 257),

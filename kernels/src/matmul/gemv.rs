@@ -23,8 +23,9 @@ use rayon::prelude::*;
 pub(super) const MAX_ROWS: usize = 4;
 /// Weight rows per task.
 const ROWS_PER_TASK: usize = 64;
-/// K chunk widened at a time from 16-bit weights (4 rows × 512 f32 = 8 KiB, in L1).
-const CHUNK: usize = 512;
+/// K chunk per step: 8 KiB bursts per weight row (fewer, longer streams measured ≈ 10 %
+/// faster than 1 KiB); f16 weights below AVX-512 go through a `4 × 2048` f32 buffer (32 KiB).
+const CHUNK: usize = 2048;
 /// Below this many weight elements the call runs on the calling thread.
 const PARALLEL_ELEMS: usize = 1 << 16;
 

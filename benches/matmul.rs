@@ -3,7 +3,8 @@
 //! so criterion's elem/s is FLOP/s.
 //!
 //! Variants: `f32` (per-call packing), `f32_packed` (prepacked weights), `bf16`/`f16` (A, B and C
-//! all 16-bit, per-call packing), `bf16w_packed`/`f16w_packed` (f32 activations, prepacked
+//! all 16-bit, per-call packing), `bf16_packed` (bf16 A, prepacked bf16 weights, f32 C: the
+//! `vdpbf16ps` kernel without per-call packing), `bf16w_packed`/`f16w_packed` (f32 activations, prepacked
 //! weights kept 16-bit, f32 output), `bf16w_packed_as_f32` (the same weights widened to f32
 //! panels at pack time), `gemm_f32`, `gemm_f16`.
 //!
@@ -36,7 +37,7 @@ fn ours<T: Element>(a: &[T], b: &[T], c: &mut [T], m: usize, k: usize, n: usize)
     matmul(&a, &b, None, &mut c, &MatmulParams::default()).unwrap();
 }
 
-fn ours_packed(a: &[f32], b: &PackedMatrix, c: &mut [f32], m: usize, k: usize) {
+fn ours_packed<T: Element>(a: &[T], b: &PackedMatrix, c: &mut [f32], m: usize, k: usize) {
     let a = View::contiguous("a", a, &[m, k]).unwrap();
     let mut c = ViewMut::contiguous("c", c, &[m, b.n()]).unwrap();
     matmul_packed(&a, b, None, &mut c, &MatmulParams::default()).unwrap();
@@ -134,6 +135,7 @@ fn bench(cr: &mut Criterion) {
             run("f32", &mut || ours(black_box(&a), &b, &mut c, m, k, n));
             run("f32_packed", &mut || ours_packed(black_box(&a), &packed, &mut c, m, k));
             run("bf16", &mut || ours(black_box(&a16), &b16, &mut c16, m, k, n));
+            run("bf16_packed", &mut || ours_packed(black_box(&a16), &packed16, &mut c, m, k));
             run("f16", &mut || ours(black_box(&ah), &bh, &mut ch, m, k, n));
             run("bf16w_packed", &mut || ours_packed(black_box(&a), &packed16, &mut c, m, k));
             run("bf16w_packed_as_f32", &mut || ours_packed(black_box(&a), &packed16_as32, &mut c, m, k));

@@ -1,0 +1,486 @@
+//! The register-blocked micro-kernel: `C_tile[MR, NR] (+)= A_panel · B_panel` in f32.
+//!
+//! Register tile: `MR` rows × `NV` vectors (`NR = NV · lanes = 64` columns): 6 × 4 zmm on
+//! AVX-512 (24 accumulators of 32 registers), 1 × 8 ymm on AVX2, 1 × 64 scalars. Per `k` it
+//! loads `NV` vectors of the packed B panel and broadcasts `MR` values of the packed A panel.
+//! 6 × 4 measured ≈ 10 % faster than 8 × 3 on Zen 4 (6 broadcasts per 24 FMAs instead of 8:
+//! the broadcasts compete with the FMAs for issue slots). Accumulation is f32 with FMA
+//! (`mul_add_e`: fused where the ISA has FMA, separate multiply-add in the scalar fallback).
+//!
+//! Reads: A panel `[kc][MR]` (row count `MR` exactly: the M tail gets its own instantiation,
+//! so nothing is computed for padding rows), B panel `[kc][NR]` (N tail zero-padded at pack
+//! time). Writes: an f32 scratch tile with row stride `ldc`, overwriting it or adding to it.
+//! No closures here or in the driver's task body: a closure is a separate function that does
+//! not inherit the caller's target features, and the SIMD intrinsics would not inline into it.
+//!
+//! The sum for one element is `Σ_p a·b` in increasing `p`, then added to the scratch: the order
+//! never depends on threads.
+
+use pulp::Simd;
+
+/// Columns of a packed B panel; the same for every ISA so a [`super::PackedMatrix`] serves all.
+pub(super) const NR: usize = 64;
+
+/// Rows of the register tile (and of packed A panels) for a SIMD width.
+pub(super) const fn mr_for_lanes(lanes: usize) -> usize {
+    match lanes {
+        16 => 6,
+        8 => 1,
+        _ => 1,
+    }
+}
+
+/// One micro-tile. `a.len() ≥ kc·MR`, `b.len() ≥ kc·NR`, `c.len() ≥ (MR−1)·ldc + NR`.
+#[inline(always)]
+fn tile<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let lanes = S::F32_LANES;
+    assert!(NV * lanes == NR && a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+    let zero = simd.splat_f32s(0.0);
+    let mut acc = [[zero; NV]; MR];
+    let (a, b) = (a.as_ptr(), b.as_ptr());
+    for p in 0..kc {
+        // SAFETY: p < kc and the lengths were asserted above, so every read is inside `b`
+        // (`p·NR + v·lanes + lanes ≤ kc·NR`) and `a` (`p·MR + i < kc·MR`); unaligned reads of
+        // plain f32 data are always valid.
+        unsafe {
+            let bp = b.add(p * NR);
+            let mut bv = [zero; NV];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = bp.add(v * lanes).cast::<S::f32s>().read_unaligned();
+            }
+            let ap = a.add(p * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = simd.splat_f32s(*ap.add(i));
+                for (acc, &bv) in row.iter_mut().zip(&bv) {
+                    *acc = simd.mul_add_e_f32s(av, bv, *acc);
+                }
+            }
+        }
+    }
+    let cp = c.as_mut_ptr();
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &value) in row.iter().enumerate() {
+            // SAFETY: `i·ldc + v·lanes + lanes ≤ (MR−1)·ldc + NR ≤ c.len()` (asserted), and `c`
+            // is borrowed mutably so nothing else accesses it.
+            unsafe {
+                let ptr = cp.add(i * ldc + v * lanes).cast::<S::f32s>();
+                let value = if accumulate { simd.add_f32s(ptr.read_unaligned(), value) } else { value };
+                ptr.write_unaligned(value);
+            }
+        }
+    }
+}
+
+/// [`tile`] for a runtime row count `rows ≤ mr_for_lanes(lanes)`; `kc = b.len() / NR`.
+#[inline(always)]
+pub(super) fn tile_rows<S: Simd>(
+    simd: S,
+    rows: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let kc = b.len() / NR;
+    macro_rules! by_rows {
+        ($nv:literal, $($r:literal)*) => {
+            match rows {
+                $($r => tile::<S, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        };
+    }
+    match S::F32_LANES {
+        16 => by_rows!(4, 1 2 3 4 5 6),
+        8 => by_rows!(8, 1),
+        1 => by_rows!(64, 1),
+        lanes => unreachable!("unsupported SIMD width {lanes}"),
+    }
+}
+
+/// [`tile`] reading a pair-interleaved bf16 B panel (`[⌈kc/2⌉][NR][2]`) directly, widening each
+/// pair vector in registers (`<< 16` for `k`, `& 0xffff0000` for `k+1`): no widened copy is
+/// stored, which is what a skinny call (one A panel per B block) wants. The FMAs run in the
+/// same order as [`tile`] over the widened panel, so the results are bit-identical to it.
+#[inline(always)]
+fn tile_pairs<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: &[f32],
+    b: &[crate::bf16],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let lanes = S::F32_LANES;
+    let kp = kc.div_ceil(2);
+    assert!(NV * lanes == NR && a.len() >= kc * MR && b.len() >= kp * 2 * NR && c.len() >= (MR - 1) * ldc + NR);
+    let zero = simd.splat_f32s(0.0);
+    let high = simd.splat_u32s(0xffff_0000);
+    let shift = simd.splat_u32s(16);
+    let mut acc = [[zero; NV]; MR];
+    let (a, b) = (a.as_ptr(), b.as_ptr().cast::<u32>());
+    for p in 0..kp {
+        let odd_tail = 2 * p + 1 == kc;
+        // SAFETY: p < kp: the B reads end at `(p+1)·NR` u32 ≤ `kp·2·NR` bf16 = b.len(); the A
+        // reads index `2p·MR + i` and, unless this is the odd tail, `(2p+1)·MR + i`, both
+        // `< kc·MR`; unaligned reads of plain data.
+        unsafe {
+            let bp = b.add(p * NR);
+            let mut lo = [zero; NV];
+            let mut hi = [zero; NV];
+            for v in 0..NV {
+                let x = bp.add(v * lanes).cast::<S::u32s>().read_unaligned();
+                lo[v] = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+                hi[v] = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+            }
+            let ap = a.add(2 * p * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = simd.splat_f32s(*ap.add(i));
+                for (acc, &bv) in row.iter_mut().zip(&lo) {
+                    *acc = simd.mul_add_e_f32s(av, bv, *acc);
+                }
+                if !odd_tail {
+                    let av = simd.splat_f32s(*ap.add(MR + i));
+                    for (acc, &bv) in row.iter_mut().zip(&hi) {
+                        *acc = simd.mul_add_e_f32s(av, bv, *acc);
+                    }
+                }
+            }
+        }
+    }
+    let cp = c.as_mut_ptr();
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &value) in row.iter().enumerate() {
+            // SAFETY: as in `tile`.
+            unsafe {
+                let ptr = cp.add(i * ldc + v * lanes).cast::<S::f32s>();
+                let value = if accumulate { simd.add_f32s(ptr.read_unaligned(), value) } else { value };
+                ptr.write_unaligned(value);
+            }
+        }
+    }
+}
+
+/// [`tile_pairs`] for a runtime row count; `kc` is the K-block length.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn tile_rows_pairs<S: Simd>(
+    simd: S,
+    rows: usize,
+    kc: usize,
+    a: &[f32],
+    b: &[crate::bf16],
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    macro_rules! by_rows {
+        ($nv:literal, $($r:literal)*) => {
+            match rows {
+                $($r => tile_pairs::<S, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        };
+    }
+    match S::F32_LANES {
+        16 => by_rows!(4, 1 2 3 4 5 6),
+        8 => by_rows!(8, 1),
+        1 => by_rows!(64, 1),
+        lanes => unreachable!("unsupported SIMD width {lanes}"),
+    }
+}
+
+/// Widens a block of a pair-interleaved bf16 panel (`[kc/2][NR][2]`, see
+/// [`super::pack::pack_b_bf16_pairs`]) into `[kc][NR]` f32: each 32-bit pair holds `k` in its low
+/// half and `k+1` in its high half, so the two f32 rows are `pair << 16` and `pair & 0xffff0000`
+/// (exact; NaNs stay NaN). `src.len() = kc.div_ceil(2)·2·NR`, `dst.len() = kc·NR`.
+#[inline(always)]
+pub(super) fn widen_bf16_pairs<S: Simd>(simd: S, src: &[crate::bf16], dst: &mut [f32]) {
+    let lanes = S::U32_LANES;
+    let kc = dst.len() / NR;
+    assert!(src.len() == kc.div_ceil(2) * 2 * NR && dst.len() == kc * NR && NR.is_multiple_of(lanes));
+    let high = simd.splat_u32s(0xffff_0000);
+    let shift = simd.splat_u32s(16);
+    for (p, pairs) in src.chunks_exact(2 * NR).enumerate() {
+        for v in 0..NR / lanes {
+            // SAFETY: `pairs` holds 2·NR u16 = NR u32 and `v·lanes + lanes ≤ NR`; unaligned read
+            // of plain data.
+            let x: S::u32s = unsafe { pairs.as_ptr().cast::<u32>().add(v * lanes).cast::<S::u32s>().read_unaligned() };
+            let lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+            let row = &mut dst[2 * p * NR + v * lanes..][..lanes];
+            // SAFETY: `row` holds exactly one vector.
+            unsafe { row.as_mut_ptr().cast::<S::f32s>().write_unaligned(lo) };
+            if 2 * p + 1 < kc {
+                let hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+                let row = &mut dst[(2 * p + 1) * NR + v * lanes..][..lanes];
+                // SAFETY: as above.
+                unsafe { row.as_mut_ptr().cast::<S::f32s>().write_unaligned(hi) };
+            }
+        }
+    }
+}
+
+/// The `vdpbf16ps` micro-kernel (AVX512_BF16; Zen 4 runs it at twice the f32 FMA rate).
+///
+/// Register tile 6 rows × 4 zmm (64 columns, 24 f32 accumulators). Per k *pair* it loads 4
+/// vectors of the pair-interleaved B panel (`[kp][64][2]` bf16) and broadcasts one 32-bit pair
+/// `(a[i,2p], a[i,2p+1])` per row from the A panel (`[kp][MR]` u32), so each instruction adds
+/// `a₀b₀ + a₁b₁` to 16 columns. bf16 products are exact in f32 and each addition rounds once,
+/// like two FMAs; unlike FMA the instruction flushes subnormal inputs and results to zero.
+/// Only used when A and B are both bf16 (A is never rounded to bf16 to get here).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod dot_bf16 {
+    use super::NR;
+    use core::arch::x86_64::*;
+
+    /// Rows of the register tile (the AVX-512 f32 tile's, so A panels pack alike).
+    const MR: usize = 6;
+
+    /// One micro-tile of `rows ≤ MR`: `a.len() ≥ kp·rows`, `b.len() ≥ kp·2·NR`,
+    /// `c.len() ≥ (rows−1)·ldc + NR`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(in super::super) unsafe fn tile_rows(
+        rows: usize,
+        a: &[u32],
+        b: &[crate::bf16],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        assert!(rows <= MR && MR == super::mr_for_lanes(16));
+        // SAFETY: the caller guarantees the features (this function has them too).
+        unsafe {
+            match rows {
+                1 => tile::<1>(a, b, c, ldc, accumulate),
+                2 => tile::<2>(a, b, c, ldc, accumulate),
+                3 => tile::<3>(a, b, c, ldc, accumulate),
+                4 => tile::<4>(a, b, c, ldc, accumulate),
+                5 => tile::<5>(a, b, c, ldc, accumulate),
+                6 => tile::<6>(a, b, c, ldc, accumulate),
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn tile<const R: usize>(a: &[u32], b: &[crate::bf16], c: &mut [f32], ldc: usize, accumulate: bool) {
+        const NV: usize = NR / 16;
+        let kp = b.len() / (2 * NR);
+        assert!(a.len() >= kp * R && c.len() >= (R - 1) * ldc + NR);
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for p in 0..kp {
+            // SAFETY: p < kp, so the B reads `p·2·NR + v·32 + 32 ≤ kp·2·NR ≤ b.len()` and the A
+            // reads `p·R + i < kp·R ≤ a.len()` stay inside the slices; unaligned loads.
+            unsafe {
+                let bq = bp.add(p * 2 * NR);
+                let mut bv = [_mm512_setzero_si512(); NV];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = _mm512_loadu_si512(bq.add(v * 32).cast());
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av: __m512bh = core::mem::transmute(_mm512_set1_epi32(*ap.add(p * R + i) as i32));
+                    for (acc, bv) in row.iter_mut().zip(&bv) {
+                        *acc = _mm512_dpbf16_ps(*acc, av, core::mem::transmute::<__m512i, __m512bh>(*bv));
+                    }
+                }
+            }
+        }
+        let cp = c.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &value) in row.iter().enumerate() {
+                // SAFETY: `i·ldc + v·16 + 16 ≤ (R−1)·ldc + NR ≤ c.len()` (asserted); `c` is
+                // borrowed mutably.
+                unsafe {
+                    let ptr = cp.add(i * ldc + v * 16);
+                    let value = if accumulate { _mm512_add_ps(_mm512_loadu_ps(ptr), value) } else { value };
+                    _mm512_storeu_ps(ptr, value);
+                }
+            }
+        }
+    }
+}
+
+/// The skinny path's dot products on bf16 weight rows without a widened copy: for `M` rows of
+/// A split into even-k and odd-k halves (`a_even[i][q] = a[i][2q]`, `a_odd[i][q] = a[i][2q+1]`)
+/// and 4 bf16 weight rows of equal length `len`, `out[i][r] = Σ_k a[i][k]·b[r][k]`. Each vector
+/// of 32-bit pairs widens in registers (`<< 16` gives even k, `& 0xffff0000` odd k); the pairs
+/// left over after whole vectors, and an odd last element, are added in scalar, in order.
+#[inline(always)]
+pub(super) fn dot4_bf16<S: Simd, const M: usize>(
+    simd: S,
+    a_even: &[&[f32]; M],
+    a_odd: &[&[f32]; M],
+    b: &[&[crate::bf16]; 4],
+) -> [[f32; 4]; M] {
+    let len = b[0].len();
+    let lanes = S::U32_LANES;
+    let full = len / 2 / lanes * lanes; // pairs covered by whole vectors
+    let half = len.div_ceil(2);
+    assert!(b.iter().all(|r| r.len() == len));
+    assert!(a_even.iter().chain(a_odd).all(|r| r.len() == half));
+    let zero = simd.splat_f32s(0.0);
+    let high = simd.splat_u32s(0xffff_0000);
+    let shift = simd.splat_u32s(16);
+    let mut acc = [[zero; 4]; M];
+    for q in (0..full).step_by(lanes) {
+        let mut lo = [zero; 4];
+        let mut hi = [zero; 4];
+        for ((lo, hi), row) in lo.iter_mut().zip(&mut hi).zip(b) {
+            // SAFETY: `q + lanes ≤ full ≤ len/2` pairs, i.e. `2·(q + lanes) ≤ len` bf16 of `row`;
+            // unaligned read of plain data.
+            let x: S::u32s = unsafe { row.as_ptr().cast::<u32>().add(q).cast::<S::u32s>().read_unaligned() };
+            *lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+            *hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+        }
+        for ((acc, even), odd) in acc.iter_mut().zip(a_even).zip(a_odd) {
+            let ae: S::f32s = pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&even[q..q + lanes]));
+            let ao: S::f32s = pulp::bytemuck::pod_read_unaligned(pulp::bytemuck::cast_slice(&odd[q..q + lanes]));
+            for ((acc, &lo), &hi) in acc.iter_mut().zip(&lo).zip(&hi) {
+                *acc = simd.mul_add_e_f32s(ae, lo, *acc);
+                *acc = simd.mul_add_e_f32s(ao, hi, *acc);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; M];
+    for i in 0..M {
+        for r in 0..4 {
+            let mut s = simd.reduce_sum_f32s(acc[i][r]);
+            for k in 2 * full..len {
+                let a = if k % 2 == 0 { a_even[i][k / 2] } else { a_odd[i][k / 2] };
+                s += a * b[r][k].to_f32();
+            }
+            out[i][r] = s;
+        }
+    }
+    out
+}
+
+/// The f16-panel micro-kernel for skinny calls on AVX-512: `[kc][NR]` f16 B panel widened in
+/// registers with `vcvtph2ps` (pulp has no f16 conversion), 6 × 4 zmm tile, the same FMA order
+/// as [`tile`] over the widened panel, hence bit-identical results.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod f16_avx512 {
+    use super::NR;
+    use core::arch::x86_64::*;
+
+    /// One micro-tile of `rows ≤ 6`: `a.len() ≥ kc·rows`, `b.len() = kc·NR`,
+    /// `c.len() ≥ (rows−1)·ldc + NR`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn tile_rows(
+        rows: usize,
+        a: &[f32],
+        b: &[crate::f16],
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller guarantees the features (this function has them too).
+        unsafe {
+            match rows {
+                1 => tile::<1>(a, b, c, ldc, accumulate),
+                2 => tile::<2>(a, b, c, ldc, accumulate),
+                3 => tile::<3>(a, b, c, ldc, accumulate),
+                4 => tile::<4>(a, b, c, ldc, accumulate),
+                5 => tile::<5>(a, b, c, ldc, accumulate),
+                6 => tile::<6>(a, b, c, ldc, accumulate),
+                _ => unreachable!("row count {rows} above the register tile"),
+            }
+        }
+    }
+
+    /// The skinny path's dot products on f16 weight rows (see [`super::super::gemv`]):
+    /// `out[i][r] = Σ_k a[i][k]·b[r][k]` for `M ≤ 4` rows of A and 4 weight rows of equal
+    /// length, vectors widened with `vcvtph2ps`, reduced horizontally, scalar tail in order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(in super::super) unsafe fn dot4<const M: usize>(a: &[&[f32]; M], b: &[&[crate::f16]; 4]) -> [[f32; 4]; M] {
+        let len = b[0].len();
+        let full = len / 16 * 16;
+        assert!(a.iter().all(|r| r.len() == len) && b.iter().all(|r| r.len() == len));
+        let mut acc = [[_mm512_setzero_ps(); 4]; M];
+        for q in (0..full).step_by(16) {
+            // SAFETY: q + 16 ≤ full ≤ len, the length of every row; unaligned loads.
+            unsafe {
+                let mut bv = [_mm512_setzero_ps(); 4];
+                for (bv, row) in bv.iter_mut().zip(b) {
+                    *bv = _mm512_cvtph_ps(_mm256_loadu_si256(row.as_ptr().add(q).cast()));
+                }
+                for (acc, row) in acc.iter_mut().zip(a) {
+                    let av = _mm512_loadu_ps(row.as_ptr().add(q));
+                    for (acc, &bv) in acc.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(av, bv, *acc);
+                    }
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; M];
+        for i in 0..M {
+            for r in 0..4 {
+                let mut s = _mm512_reduce_add_ps(acc[i][r]);
+                for q in full..len {
+                    s += a[i][q] * b[r][q].to_f32();
+                }
+                out[i][r] = s;
+            }
+        }
+        out
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize>(a: &[f32], b: &[crate::f16], c: &mut [f32], ldc: usize, accumulate: bool) {
+        const NV: usize = NR / 16;
+        let kc = b.len() / NR;
+        assert!(a.len() >= kc * R && c.len() >= (R - 1) * ldc + NR);
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for p in 0..kc {
+            // SAFETY: p < kc: B reads end at `(p+1)·NR ≤ b.len()` f16, A reads index
+            // `p·R + i < kc·R ≤ a.len()`; unaligned loads of plain data.
+            unsafe {
+                let bq = bp.add(p * NR);
+                let mut bv = [_mm512_setzero_ps(); NV];
+                for (v, bv) in bv.iter_mut().enumerate() {
+                    *bv = _mm512_cvtph_ps(_mm256_loadu_si256(bq.add(v * 16).cast()));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.add(p * R + i));
+                    for (acc, &bv) in row.iter_mut().zip(&bv) {
+                        *acc = _mm512_fmadd_ps(av, bv, *acc);
+                    }
+                }
+            }
+        }
+        let cp = c.as_mut_ptr();
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &value) in row.iter().enumerate() {
+                // SAFETY: `i·ldc + v·16 + 16 ≤ (R−1)·ldc + NR ≤ c.len()` (asserted).
+                unsafe {
+                    let ptr = cp.add(i * ldc + v * 16);
+                    let value = if accumulate { _mm512_add_ps(_mm512_loadu_ps(ptr), value) } else { value };
+                    _mm512_storeu_ps(ptr, value);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Packing: B into `NR`-column panels (`[panel][k][NR]`, N tail zero-padded; f32, or bf16/f16
+//! kept as they are, to be widened a `KC × NR` block at a time by the driver) and A into
+//! `MR`-row panels (`[panel][k][rows]`, widened to f32), so the micro-kernel reads contiguous
+//! f32 runs.
+
+use super::kernel::NR;
+use crate::dtype::{DType, Element, bf16};
+use crate::isa::Isa;
+use crate::tensor::View;
+use rayon::prelude::*;
+
+/// A zero-initialised f32 buffer whose first element is 64-byte aligned (a cache line, one
+/// zmm register), so packed panels never split loads across lines.
+#[derive(Debug)]
+pub(super) struct AlignedBuf {
+    raw: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    const ALIGN_ELEMS: usize = 16;
+
+    pub(super) fn zeroed(len: usize) -> Self {
+        let raw = vec![0f32; len + Self::ALIGN_ELEMS];
+        let start = raw.as_ptr().align_offset(64).min(Self::ALIGN_ELEMS);
+        AlignedBuf { raw, start, len }
+    }
+
+    pub(super) fn as_slice(&self) -> &[f32] {
+        &self.raw[self.start..self.start + self.len]
+    }
+
+    pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl Clone for AlignedBuf {
+    fn clone(&self) -> Self {
+        let mut copy = AlignedBuf::zeroed(self.len);
+        copy.as_mut_slice().copy_from_slice(self.as_slice());
+        copy
+    }
+}
+
+/// Elements below which packing runs on the calling thread.
+const PARALLEL_PACK_ELEMS: usize = 1 << 16;
+
+/// Packs the logical `[n, k]` view `b` into `n.div_ceil(NR)` panels of `k·NR` f32.
+pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let mut buf = AlignedBuf::zeroed(n.div_ceil(NR) * k * NR);
+    if k == 0 || n == 0 {
+        return buf;
+    }
+    let pack_panel = |(jp, panel): (usize, &mut [f32])| pack_b_panel(b, isa, jp * NR, panel);
+    if n * k >= PARALLEL_PACK_ELEMS {
+        buf.as_mut_slice().par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    } else {
+        buf.as_mut_slice().chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+/// Packs the logical `[n, k]` view `b` into panels of its own 16-bit type (values copied,
+/// not converted). `src` is `b`'s data.
+pub(super) fn pack_b_16<T: Element>(b: &View, src: &[T]) -> Vec<T> {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let mut buf = vec![T::from_f32(0.0); n.div_ceil(NR) * k * NR];
+    if k == 0 || n == 0 {
+        return buf;
+    }
+    let (sn, sk) = (b.strides()[0], b.strides()[1]);
+    let pack_panel = |(jp, panel): (usize, &mut [T])| {
+        let j0 = jp * NR;
+        let cols = NR.min(n - j0);
+        let base = b.layout().offset(&[j0, 0]);
+        if sk == 1 || k == 1 {
+            for jj in 0..cols {
+                let row = &src[base + jj * sn..][..k];
+                for (dst, &v) in panel.chunks_exact_mut(NR).zip(row) {
+                    dst[jj] = v;
+                }
+            }
+        } else {
+            for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                for (jj, d) in dst[..cols].iter_mut().enumerate() {
+                    *d = src[base + jj * sn + p * sk];
+                }
+            }
+        }
+    };
+    if n * k >= PARALLEL_PACK_ELEMS {
+        buf.par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    } else {
+        buf.chunks_mut(k * NR).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+/// Fills one panel (`[k][NR]`) with columns `j0..j0+NR` of B (rows of the `[n,k]` view).
+fn pack_b_panel(b: &View, isa: Isa, j0: usize, panel: &mut [f32]) {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let (sn, sk) = (b.strides()[0], b.strides()[1]);
+    let cols = NR.min(n - j0);
+    let data = b.data();
+    let base = b.layout().offset(&[j0, 0]);
+    if sn == 1 || cols == 1 {
+        // [K, N] storage: each k gives a contiguous run of the panel's columns.
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            data.widen(base + p * sk, &mut dst[..cols], isa);
+        }
+    } else if sk == 1 || k == 1 {
+        // [N, K] storage: a transpose, done in K blocks so the block being written
+        // (`KB × NR` f32 = 64 KiB) stays in L2 while each weight row is read in 1 KiB bursts
+        // (KB = 256 measured faster than 64 on K = 1536: fewer, longer read streams).
+        const KB: usize = 256;
+        let mut run = [0f32; KB];
+        for (blk, dst) in panel.chunks_mut(KB * NR).enumerate() {
+            let len = dst.len() / NR;
+            for jj in 0..cols {
+                data.widen(base + jj * sn + blk * KB, &mut run[..len], isa);
+                for (d, &v) in dst.chunks_exact_mut(NR).zip(&run[..len]) {
+                    d[jj] = v;
+                }
+            }
+        }
+    } else {
+        for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+            for (jj, d) in dst[..cols].iter_mut().enumerate() {
+                *d = data.get_f32(base + jj * sn + p * sk);
+            }
+        }
+    }
+}
+
+/// Packs A (`[m, k]`, any strides) into `mr`-row panels: panel `ip` starts at `ip·mr·k` and is
+/// `[k][rows]` with `rows = min(mr, m − ip·mr)`.
+pub(super) fn pack_a(a: &View, mr: usize, isa: Isa, parallel: bool) -> AlignedBuf {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let mut buf = AlignedBuf::zeroed(m * k);
+    if m == 0 || k == 0 {
+        return buf;
+    }
+    let pack_panel = |(ip, panel): (usize, &mut [f32])| pack_a_panel(a, isa, ip * mr, panel.len() / k, panel);
+    if parallel && m * k >= PARALLEL_PACK_ELEMS {
+        buf.as_mut_slice().par_chunks_mut(mr * k).enumerate().for_each(pack_panel);
+    } else {
+        buf.as_mut_slice().chunks_mut(mr * k).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+fn pack_a_panel(a: &View, isa: Isa, i0: usize, rows: usize, panel: &mut [f32]) {
+    let k = a.shape()[1];
+    let (si, sk) = (a.strides()[0], a.strides()[1]);
+    let data = a.data();
+    let base = a.layout().offset(&[i0, 0]);
+    if sk == 1 || k == 1 {
+        let mut row = vec![0f32; if data.dtype() == DType::F32 { 0 } else { k }];
+        for i in 0..rows {
+            let src: &[f32] = match data.f32_run(base + i * si, k) {
+                Some(run) => run,
+                None => {
+                    data.widen(base + i * si, &mut row, isa);
+                    &row
+                }
+            };
+            for (dst, &v) in panel.chunks_exact_mut(rows).zip(src) {
+                dst[i] = v;
+            }
+        }
+    } else {
+        for (p, dst) in panel.chunks_exact_mut(rows).enumerate() {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = data.get_f32(base + i * si + p * sk);
+            }
+        }
+    }
+}
+
+/// A (`[m, k]`, any strides) widened to f32, row-major `[m][k]`.
+pub(super) fn widen_rows(a: &View, isa: Isa) -> Vec<f32> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let mut out = vec![0f32; m * k];
+    if k == 0 {
+        return out;
+    }
+    for (i, row) in out.chunks_exact_mut(k).enumerate() {
+        let base = a.layout().offset(&[i, 0]);
+        if a.strides()[1] == 1 || k == 1 {
+            a.data().widen(base, row, isa);
+        } else {
+            for (p, v) in row.iter_mut().enumerate() {
+                *v = a.data().get_f32(base + p * a.strides()[1]);
+            }
+        }
+    }
+    out
+}
+
+/// Packs the logical `[n, k]` bf16 view `b` into pair-interleaved panels: panel `jp` is
+/// `[⌈k/2⌉][NR][2]`, element `(k, j)` at `((k/2)·NR + j)·2 + k%2`; the odd-K tail and the N
+/// tail are zero. One 32-bit lane holds two consecutive k of one column, the operand layout of
+/// `vdpbf16ps`, and widens to two f32 rows with a shift and a mask.
+pub(super) fn pack_b_bf16_pairs(b: &View, src: &[bf16]) -> Vec<bf16> {
+    let (n, k) = (b.shape()[0], b.shape()[1]);
+    let kp = k.div_ceil(2);
+    let mut buf = vec![bf16::ZERO; n.div_ceil(NR) * kp * 2 * NR];
+    if k == 0 || n == 0 {
+        return buf;
+    }
+    let (sn, sk) = (b.strides()[0], b.strides()[1]);
+    let pack_panel = |(jp, panel): (usize, &mut [bf16])| {
+        let j0 = jp * NR;
+        let cols = NR.min(n - j0);
+        let base = b.layout().offset(&[j0, 0]);
+        // K blocks of 64 so the written block (32 pairs × NR × 2 bf16 = 8 KiB) stays in L1.
+        const KB: usize = 64;
+        for p0 in (0..k).step_by(KB) {
+            for jj in 0..cols {
+                let row = base + jj * sn;
+                for p in p0..k.min(p0 + KB) {
+                    panel[((p / 2) * NR + jj) * 2 + p % 2] = src[row + p * sk];
+                }
+            }
+        }
+    };
+    if n * k >= PARALLEL_PACK_ELEMS {
+        buf.par_chunks_mut(kp * 2 * NR).enumerate().for_each(pack_panel);
+    } else {
+        buf.chunks_mut(kp * 2 * NR).enumerate().for_each(pack_panel);
+    }
+    buf
+}
+
+/// Packs bf16 A (`[m, k]`, any strides; `src` is its data) into `mr`-row panels of k pairs:
+/// panel `ip` starts at `ip·mr·⌈k/2⌉` and is `[⌈k/2⌉][rows]` u32, each `a[i,2p] | a[i,2p+1] << 16`
+/// (the odd-K tail zero).
+pub(super) fn pack_a_bf16_pairs(a: &View, src: &[bf16], mr: usize) -> Vec<u32> {
+    let (m, k) = (a.shape()[0], a.shape()[1]);
+    let kp = k.div_ceil(2);
+    let mut buf = vec![0u32; m * kp];
+    if m == 0 || k == 0 {
+        return buf;
+    }
+    let sk = a.strides()[1];
+    for (ip, panel) in buf.chunks_mut(mr * kp).enumerate() {
+        let rows = panel.len() / kp;
+        for i in 0..rows {
+            let row = a.layout().offset(&[ip * mr + i, 0]);
+            for p in 0..k {
+                panel[(p / 2) * rows + i] |= u32::from(src[row + p * sk].to_bits()) << (16 * (p % 2));
+            }
+        }
+    }
+    buf
+}
+
+/// Rows of `[m][k]` f32 split into even-k and odd-k halves: `[m][2][⌈k/2⌉]` (odd tail 0).
+pub(super) fn split_even_odd(rows: &[f32], k: usize) -> Vec<f32> {
+    let half = k.div_ceil(2);
+    let mut out = vec![0f32; rows.len() / k.max(1) * 2 * half];
+    for (row, dst) in rows.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(2 * half.max(1))) {
+        for (p, &v) in row.iter().enumerate() {
+            dst[(p % 2) * half + p / 2] = v;
+        }
+    }
+    out
+}

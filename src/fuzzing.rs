@@ -411,3 +411,39 @@ fn attention_inner(u: &mut Unstructured) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arbitrary bytes as a safetensors file (owned buffer): every tensor view is touched (summed)
+/// and, when the names fit, a tiny GPT-2 is built and run. Any outcome but a panic is fine.
+pub fn safetensors_load(data: &[u8]) {
+    use crate::config::Gpt2Config;
+    use crate::models::gpt2::Gpt2Model;
+    use crate::weights::Weights;
+    let Ok(weights) = Weights::from_bytes(data.to_vec(), "fuzz.safetensors") else { return };
+    let names: Vec<String> = weights.names().map(str::to_string).collect();
+    for name in &names {
+        if let Ok(tensor) = weights.get(name) {
+            let data = tensor.data();
+            let sum: f32 = (0..data.len()).map(|i| data.get_f32(i)).sum();
+            std::hint::black_box(sum);
+        }
+    }
+    let config = Gpt2Config {
+        vocab_size: 8,
+        n_positions: 8,
+        n_embd: 4,
+        n_layer: 1,
+        n_head: 2,
+        n_inner: 8,
+        layer_norm_epsilon: 1e-5,
+        tie_word_embeddings: true,
+    };
+    if let Ok(model) = Gpt2Model::from_weights(config, weights, DType::F32) {
+        let _ = model.logits(&[0, 1, 7]);
+        let _ = model.logits(&[9]); // out of the vocabulary: an error, not a panic
+    }
+}
+
+/// Arbitrary bytes as a Hugging Face `config.json`.
+pub fn config_parse(data: &[u8]) {
+    let _ = crate::config::ModelConfig::parse(data, std::path::Path::new("fuzz/config.json"));
+}

@@ -11,6 +11,8 @@ const TARGETS: &[(&str, Target)] = &[
     ("matmul_vs_reference", flashkern::fuzzing::matmul_vs_reference),
     ("norm_vs_reference", flashkern::fuzzing::norm_vs_reference),
     ("attention_vs_reference", flashkern::fuzzing::attention_vs_reference),
+    ("safetensors_load", flashkern::fuzzing::safetensors_load),
+    ("config_parse", flashkern::fuzzing::config_parse),
 ];
 
 #[test]

@@ -6,7 +6,7 @@ use flashkern_kernels::attention::{self, AttentionParams, Causal};
 use flashkern_kernels::matmul::{self, MatmulParams, PackedMatrix};
 use flashkern_kernels::norm::{self, NormInputs, NormKind, NormParams};
 use flashkern_kernels::testing::Rng;
-use flashkern_kernels::{DType, Element, Result, View, ViewMut, bf16, f16};
+use flashkern_kernels::{DType, Result, View, ViewMut, bf16, f16};
 use std::time::Instant;
 
 /// Median seconds of `f` over repetitions filling about `budget` seconds (at most 30), after
@@ -218,7 +218,7 @@ pub fn norm(shape: &NormShape, dtype: DType, budget: f64) -> Result<(f64, f64)> 
         norm::add_norm(&fused_inputs, &params, &mut out.view_mut("out", &[rows, hidden])?, None)
     })?;
     let unfused = median_seconds(budget, || {
-        add_into(&x, &r, &mut h);
+        add_into(&x, &r, &mut h)?;
         let inputs = NormInputs {
             x: h.view("x", &[rows, hidden])?,
             residual: None,
@@ -231,19 +231,34 @@ pub fn norm(shape: &NormShape, dtype: DType, budget: f64) -> Result<(f64, f64)> 
     Ok((fused, unfused))
 }
 
-/// `h = x + r`, elementwise in f32, rounded to h's dtype (the unfused path's first pass).
-fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) {
-    fn add<T: Element>(x: &[T], r: &[T], h: &mut [T]) {
-        for ((h, x), r) in h.iter_mut().zip(x).zip(r) {
-            *h = T::from_f32(x.to_f32() + r.to_f32());
+/// `h = x + r` in f32, rounded to h's dtype (the unfused path's first pass), in L1-sized
+/// chunks with the same vectorised conversions the kernels use.
+fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) -> Result<()> {
+    const CHUNK: usize = 2048;
+    let isa = flashkern_kernels::effective_isa();
+    let len = widen_len(x);
+    let (x, r) = (x.view("x", &[len])?.data(), r.view("r", &[len])?.data());
+    let mut h = h.view_mut("h", &[len])?;
+    let (mut xs, mut rs) = (vec![0f32; CHUNK], vec![0f32; CHUNK]);
+    for start in (0..len).step_by(CHUNK) {
+        let n = CHUNK.min(len - start);
+        x.widen(start, &mut xs[..n], isa);
+        r.widen(start, &mut rs[..n], isa);
+        for (a, b) in xs[..n].iter_mut().zip(&rs[..n]) {
+            *a += b;
         }
+        h.data_mut().store(start, &xs[..n], isa);
     }
-    match (x, r, h) {
-        (Buffer::F32(x), Buffer::F32(r), Buffer::F32(h)) => add(x, r, h),
-        (Buffer::F16(x), Buffer::F16(r), Buffer::F16(h)) => add(x, r, h),
-        (Buffer::BF16(x), Buffer::BF16(r), Buffer::BF16(h)) => add(x, r, h),
-        _ => unreachable!("one dtype per case"),
+    Ok(())
+}
+
+fn widen_len(buffer: &Buffer) -> usize {
+    match buffer {
+        Buffer::F32(v) => v.len(),
+        Buffer::F16(v) => v.len(),
+        Buffer::BF16(v) => v.len(),
     }
+}
 }
 
 /// Seconds of (weights in `dtype`, weights in f32) for one MiniLM forward pass over synthetic

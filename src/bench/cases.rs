@@ -259,7 +259,6 @@ fn widen_len(buffer: &Buffer) -> usize {
         Buffer::BF16(v) => v.len(),
     }
 }
-}
 
 /// Seconds of (weights in `dtype`, weights in f32) for one MiniLM forward pass over synthetic
 /// token ids ([CLS] … [SEP], no padding).

@@ -121,6 +121,8 @@ def main():
     ours = [r for r in report["results"] if r["op"] in ("matmul", "attention", "norm")]
     cases = [(r["op"], r["shape"], r["dtype"], r["threads"]) for r in ours]
     rows = [("flashkern", r["op"], r["shape"], r["dtype"], r["threads"], r["median_s"]) for r in ours]
+    # The baseline flashkern ran in the same process (gemm crate / naive attention / unfused norm).
+    rows += [("baseline in the same run", r["op"], r["shape"], r["dtype"], r["threads"], r["baseline_s"]) for r in ours]
     rows += torch_cases(cases) + ort_cases(cases)
     os.makedirs(args.out_dir, exist_ok=True)
     size = {"f32": 4, "bf16": 2, "f16": 2}
@@ -132,7 +134,8 @@ def main():
         table.append(f"| {op} | {shape} | {dtype} | {threads} | {impl} | {seconds * 1e3:.3f} | {rate:.1f} {unit} |")
         bars.append((f"{op}/{shape}/{dtype}/{threads}t", impl, rate))
     machine = report["machine"]
-    header = f"ISA {machine['isa']}, {machine['cpus']} CPUs, f32 FMA roof {machine['fma_gflops']} GFLOP/s"
+    roofs = ", ".join(f"{g:.0f} ({t} thr)" for t, g in machine["fma_gflops"].items())
+    header = f"ISA {machine['isa']}, {machine['cpus']} CPUs, f32 FMA roof {roofs} GFLOP/s"
     with open(os.path.join(args.out_dir, "comparison.md"), "w") as f:
         f.write(f"{header}\n\n" + "\n".join(table) + "\n")
     print(f"wrote {os.path.join(args.out_dir, 'comparison.md')}")
@@ -143,18 +146,21 @@ def main():
     except ImportError:
         print("matplotlib not installed: no chart")
         return 0
-    labels = sorted({b[0] for b in bars}, key=[b[0] for b in bars].index)
     impls = sorted({b[1] for b in bars})
-    fig, ax = plt.subplots(figsize=(max(10, len(labels) * 0.28), 6))
-    width = 0.8 / len(impls)
-    for i, impl in enumerate(impls):
-        values = {b[0]: b[2] for b in bars if b[1] == impl}
-        ax.bar([x + i * width for x in range(len(labels))], [values.get(l, 0) for l in labels], width, label=impl)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))])
-    ax.set_xticklabels(labels, rotation=90, fontsize=6)
-    ax.set_ylabel("GFLOP/s (compute-bound) or GB/s (memory-bound)")
-    ax.set_title(header, fontsize=9)
-    ax.legend()
+    ops = [op for op in ("matmul", "attention", "norm") if any(b[0].startswith(op + "/") for b in bars)]
+    fig, axes = plt.subplots(len(ops), 1, figsize=(14, 4.2 * len(ops)), squeeze=False)
+    for ax, op in zip(axes[:, 0], ops):
+        mine = [b for b in bars if b[0].startswith(op + "/")]
+        labels = sorted({b[0] for b in mine}, key=[b[0] for b in mine].index)
+        width = 0.8 / len(impls)
+        for i, impl in enumerate(impls):
+            values = {b[0]: b[2] for b in mine if b[1] == impl}
+            ax.bar([x + i * width for x in range(len(labels))], [values.get(l, 0) for l in labels], width, label=impl)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(labels))])
+        ax.set_xticklabels([l[len(op) + 1:] for l in labels], rotation=90, fontsize=6)
+        ax.set_ylabel("GB/s" if op == "norm" else "GFLOP/s (GB/s: gemv, decode)")
+        ax.set_title(f"{op} — {header}", fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out_dir, "comparison.png"), dpi=110)
     print(f"wrote {os.path.join(args.out_dir, 'comparison.png')}")

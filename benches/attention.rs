@@ -8,8 +8,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flashkern_kernels::attention::{AttentionParams, Causal, attention};
-use flashkern_kernels::testing::Rng;
-use flashkern_kernels::{DType, Data, DataMut, View, ViewMut, bf16, f16};
+use flashkern_kernels::testing::{Buffer as Buf, Rng};
+use flashkern_kernels::{DType, View, ViewMut};
 use std::time::Duration;
 
 struct Shape {
@@ -36,36 +36,6 @@ impl Shape {
     fn flops(&self) -> u64 {
         let f = 4 * self.b * self.h_q * self.n_q * self.n_kv * self.d;
         (if self.causal { f / 2 } else { f }) as u64
-    }
-}
-
-enum Buf {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Buf {
-    fn random(dtype: DType, n: usize, rng: &mut Rng) -> Buf {
-        match dtype {
-            DType::F32 => Buf::F32(rng.vec(n, -1.0, 1.0)),
-            DType::F16 => Buf::F16(rng.vec(n, -1.0, 1.0)),
-            DType::BF16 => Buf::BF16(rng.vec(n, -1.0, 1.0)),
-        }
-    }
-    fn data(&self) -> Data<'_> {
-        match self {
-            Buf::F32(v) => Data::F32(v),
-            Buf::F16(v) => Data::F16(v),
-            Buf::BF16(v) => Data::BF16(v),
-        }
-    }
-    fn data_mut(&mut self) -> DataMut<'_> {
-        match self {
-            Buf::F32(v) => DataMut::F32(v),
-            Buf::F16(v) => DataMut::F16(v),
-            Buf::BF16(v) => DataMut::BF16(v),
-        }
     }
 }
 
@@ -137,10 +107,10 @@ fn bench(c: &mut Criterion) {
             AttentionParams { causal: if s.causal { Causal::TopLeft } else { Causal::None }, ..Default::default() };
         group.throughput(Throughput::Elements(s.flops()));
         for &(name, qt, kvt, ot) in DTYPES {
-            let q = Buf::random(qt, q_shape.iter().product(), &mut rng);
-            let k = Buf::random(kvt, kv_shape.iter().product(), &mut rng);
-            let v = Buf::random(kvt, kv_shape.iter().product(), &mut rng);
-            let mut out = Buf::random(ot, q_shape.iter().product(), &mut rng);
+            let q = Buf::random(qt, q_shape.iter().product(), &mut rng, -1.0, 1.0);
+            let k = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
+            let v = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
+            let mut out = Buf::random(ot, q_shape.iter().product(), &mut rng, -1.0, 1.0);
             let qv = View::from_data("q", q.data(), &q_shape, &contiguous(q_shape)).unwrap();
             let kv = View::from_data("k", k.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
             let vv = View::from_data("v", v.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
@@ -174,10 +144,10 @@ fn bench(c: &mut Criterion) {
     let mut rng = Rng::new(2);
     let (q_shape, kv_shape) = ([s.b, s.h_q, s.n_q, s.d], [s.b, s.h_kv, s.n_kv, s.d]);
     for &(name, qt, kvt, ot) in &DTYPES[..3] {
-        let q = Buf::random(qt, q_shape.iter().product(), &mut rng);
-        let k = Buf::random(kvt, kv_shape.iter().product(), &mut rng);
-        let v = Buf::random(kvt, kv_shape.iter().product(), &mut rng);
-        let mut out = Buf::random(ot, q_shape.iter().product(), &mut rng);
+        let q = Buf::random(qt, q_shape.iter().product(), &mut rng, -1.0, 1.0);
+        let k = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
+        let v = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
+        let mut out = Buf::random(ot, q_shape.iter().product(), &mut rng, -1.0, 1.0);
         let qv = View::from_data("q", q.data(), &q_shape, &contiguous(q_shape)).unwrap();
         let kv = View::from_data("k", k.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
         let vv = View::from_data("v", v.data(), &kv_shape, &contiguous(kv_shape)).unwrap();

@@ -4,14 +4,13 @@
 //! disagreeing with its reference beyond the documented tolerance, or an error from one but
 //! not the other.
 
-use crate::bench::cases::Buffer;
 use crate::capi::{fk_attention, fk_attention_params, fk_causal, fk_dtype, fk_matmul, fk_status, fk_tensor};
 use arbitrary::{Result, Unstructured};
 use flashkern_kernels::attention::{AttentionParams, Causal};
 use flashkern_kernels::isa::{Isa, with_max_isa};
 use flashkern_kernels::matmul::{Activation, MatmulParams, PackedMatrix};
 use flashkern_kernels::norm::{NormInputs, NormKind, NormParams};
-use flashkern_kernels::testing::{Rng, Tolerance, compare};
+use flashkern_kernels::testing::{Buffer, Rng, Tolerance, compare};
 use flashkern_kernels::{DType, View, ViewMut, reference};
 use std::ffi::c_void;
 
@@ -110,13 +109,8 @@ fn last_error() -> String {
 }
 
 /// Values stored as `dtype`, drawn in `[-range, range)` from `seed`.
-fn values(dtype: flashkern_kernels::DType, n: usize, range: f32, seed: u64) -> crate::bench::cases::Buffer {
-    let mut rng = Rng::new(seed);
-    match dtype {
-        DType::F32 => Buffer::F32(rng.vec(n, -range, range)),
-        DType::F16 => Buffer::F16(rng.vec(n, -range, range)),
-        DType::BF16 => Buffer::BF16(rng.vec(n, -range, range)),
-    }
+fn values(dtype: DType, n: usize, range: f32, seed: u64) -> Buffer {
+    Buffer::random(dtype, n, &mut Rng::new(seed), -range, range)
 }
 
 fn dtype(u: &mut Unstructured) -> Result<DType> {
@@ -129,28 +123,7 @@ fn matrix<'a>(
     arg: &'static str,
     [rows, cols, pad]: [usize; 3],
 ) -> flashkern_kernels::Result<View<'a>> {
-    buffer_view(buffer, arg, &[rows, cols], &[cols + pad, 1])
-}
-
-fn buffer_view<'a>(
-    buffer: &'a Buffer,
-    arg: &'static str,
-    shape: &[usize],
-    strides: &[usize],
-) -> flashkern_kernels::Result<View<'a>> {
-    match buffer {
-        Buffer::F32(v) => View::new(arg, v, shape, strides),
-        Buffer::F16(v) => View::new(arg, v, shape, strides),
-        Buffer::BF16(v) => View::new(arg, v, shape, strides),
-    }
-}
-
-fn widen(buffer: &Buffer) -> Vec<f32> {
-    match buffer {
-        Buffer::F32(v) => v.clone(),
-        Buffer::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        Buffer::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-    }
+    buffer.view(arg, &[rows, cols], &[cols + pad, 1])
 }
 
 /// Both results must be errors of the same kind, or both succeed.
@@ -192,8 +165,8 @@ fn matmul_inner(u: &mut Unstructured) -> Result<()> {
         let mut c = values(dc, m * (n + pad_c), 1.0, seed ^ 3);
         let result = (|| {
             let a = matrix(&a, "a", [m, k, pad_a])?;
-            let b = if kn_layout { buffer_view(&b, "b", &[n, k], &[1, n])? } else { matrix(&b, "b", [n, k, 0])? };
-            let bias = if with_bias { Some(buffer_view(&bias, "bias", &[n], &[1])?) } else { None };
+            let b = if kn_layout { b.view("b", &[n, k], &[1, n])? } else { matrix(&b, "b", [n, k, 0])? };
+            let bias = if with_bias { Some(bias.view("bias", &[n], &[1])?) } else { None };
             let mut c_view = match &mut c {
                 Buffer::F32(v) => ViewMut::new("c", v, &[m, n], &[n + pad_c, 1])?,
                 Buffer::F16(v) => ViewMut::new("c", v, &[m, n], &[n + pad_c, 1])?,
@@ -210,12 +183,12 @@ fn matmul_inner(u: &mut Unstructured) -> Result<()> {
                 }),
             }
         })();
-        (result, widen(&c))
+        (result, c.to_f32())
     };
     let (fast, got) = run(true);
     let (slow, want) = run(false);
     if same_outcome("matmul", &fast, &slow) {
-        let (a32, b32, c32) = (widen(&a), widen(&b), widen(&c0));
+        let (a32, b32, c32) = (a.to_f32(), b.to_f32(), c0.to_f32());
         let scale: Vec<f64> = (0..m * (n + pad_c))
             .map(|idx| {
                 let (i, j) = (idx / (n + pad_c), idx % (n + pad_c));
@@ -264,18 +237,14 @@ fn norm_inner(u: &mut Unstructured) -> Result<()> {
         let mut sum = values(dout, rows * hidden, 1.0, 8);
         let result = (|| {
             let inputs = NormInputs {
-                x: buffer_view(&x, "x", &[rows, hidden], &[hidden, 1])?,
-                residual: if with_residual {
-                    Some(buffer_view(&r, "residual", &[rows, hidden], &[hidden, 1])?)
-                } else {
-                    None
-                },
-                bias: if with_bias { Some(buffer_view(&vectors[0], "bias", &[hidden], &[1])?) } else { None },
-                gamma: buffer_view(&vectors[1], "gamma", &[hidden], &[1])?,
-                beta: if with_beta { Some(buffer_view(&vectors[2], "beta", &[hidden], &[1])?) } else { None },
+                x: x.view("x", &[rows, hidden], &[hidden, 1])?,
+                residual: if with_residual { Some(r.view("residual", &[rows, hidden], &[hidden, 1])?) } else { None },
+                bias: if with_bias { Some(vectors[0].view("bias", &[hidden], &[1])?) } else { None },
+                gamma: vectors[1].view("gamma", &[hidden], &[1])?,
+                beta: if with_beta { Some(vectors[2].view("beta", &[hidden], &[1])?) } else { None },
             };
-            let mut out_view = buffer_mut(&mut out, "out", rows, hidden)?;
-            let mut sum_view = buffer_mut(&mut sum, "sum_out", rows, hidden)?;
+            let mut out_view = out.contiguous_mut("out", &[rows, hidden])?;
+            let mut sum_view = sum.contiguous_mut("sum_out", &[rows, hidden])?;
             let sum_arg = if with_sum { Some(&mut sum_view) } else { None };
             if fast {
                 with_max_isa(level, || flashkern_kernels::norm::add_norm(&inputs, &params, &mut out_view, sum_arg))
@@ -283,13 +252,13 @@ fn norm_inner(u: &mut Unstructured) -> Result<()> {
                 reference::add_norm(&inputs, &params, &mut out_view, sum_arg)
             }
         })();
-        (result, widen(&out), widen(&sum))
+        (result, out.to_f32(), sum.to_f32())
     };
     let (fast, got, got_sum) = run(true);
     let (slow, want, want_sum) = run(false);
     if same_outcome("norm", &fast, &slow) {
         // Errors scale with |γ|·(1 + |h|/σ) (the f32 rounding of h relative to the spread).
-        let gamma = widen(&vectors[1]);
+        let gamma = vectors[1].to_f32();
         let spread_ratio = 1.0 + f64::from(mean.abs()) * 4.0;
         let scale: Vec<f64> =
             (0..rows * hidden).map(|i| f64::from(gamma[i % hidden].abs()) * spread_ratio + 1.0).collect();
@@ -309,19 +278,6 @@ fn norm_inner(u: &mut Unstructured) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn buffer_mut<'a>(
-    buffer: &'a mut Buffer,
-    arg: &'static str,
-    rows: usize,
-    hidden: usize,
-) -> flashkern_kernels::Result<ViewMut<'a>> {
-    match buffer {
-        Buffer::F32(v) => ViewMut::contiguous(arg, v, &[rows, hidden]),
-        Buffer::F16(v) => ViewMut::contiguous(arg, v, &[rows, hidden]),
-        Buffer::BF16(v) => ViewMut::contiguous(arg, v, &[rows, hidden]),
-    }
 }
 
 /// A small arbitrary attention call (GQA, [B,H,N,D] or [B,N,H,D] layout, every mask, softcap,
@@ -357,9 +313,9 @@ fn attention_inner(u: &mut Unstructured) -> Result<()> {
         let mut out = values(dout, b * h_q * n_q * d, 1.0, 9);
         let mut lse = vec![f32::NAN; b * h_q * n_q];
         let result = (|| {
-            let qv = buffer_view(&q, "q", &[b, h_q, n_q, d], &strides(h_q, n_q))?;
-            let kv = buffer_view(&k, "k", &[b, h_kv, n_kv, d], &strides(h_kv, n_kv))?;
-            let vv = buffer_view(&v, "v", &[b, h_kv, n_kv, d], &strides(h_kv, n_kv))?;
+            let qv = q.view("q", &[b, h_q, n_q, d], &strides(h_q, n_q))?;
+            let kv = k.view("k", &[b, h_kv, n_kv, d], &strides(h_kv, n_kv))?;
+            let vv = v.view("v", &[b, h_kv, n_kv, d], &strides(h_kv, n_kv))?;
             let params = AttentionParams {
                 scale: None,
                 causal,
@@ -387,7 +343,7 @@ fn attention_inner(u: &mut Unstructured) -> Result<()> {
                 reference::attention(&qv, &kv, &vv, &mut out_view, &params, Some(&mut lse_view))
             }
         })();
-        (result, widen(&out), lse)
+        (result, out.to_f32(), lse)
     };
     let (fast, got, got_lse) = run(true);
     let (slow, want, want_lse) = run(false);

@@ -16,8 +16,8 @@ use flashkern_kernels::attention::{AttentionParams, Causal, attention};
 use flashkern_kernels::isa::Isa;
 use flashkern_kernels::reference;
 use flashkern_kernels::simd::exp::{EXP_MAX_REL_ERROR, EXP_OVERFLOW, EXP_UNDERFLOW, exp_in_place_with};
-use flashkern_kernels::testing::{Rng, Tolerance, assert_close, nan_vec, on_every_isa};
-use flashkern_kernels::{DType, Data, DataMut, View, ViewMut, bf16, f16};
+use flashkern_kernels::testing::{Buffer as Buf, Rng, Tolerance, assert_close, nan_vec, on_every_isa};
+use flashkern_kernels::{DType, View, ViewMut};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -62,58 +62,6 @@ static ALLOC: Counting = Counting;
 
 // ---------------------------------------------------------------------------------------------
 // Test problems.
-
-/// Memory of one tensor in any dtype.
-enum Buf {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Buf {
-    fn random(dtype: DType, n: usize, rng: &mut Rng, lo: f32, hi: f32) -> Buf {
-        match dtype {
-            DType::F32 => Buf::F32(rng.vec(n, lo, hi)),
-            DType::F16 => Buf::F16(rng.vec(n, lo, hi)),
-            DType::BF16 => Buf::BF16(rng.vec(n, lo, hi)),
-        }
-    }
-    fn nan(dtype: DType, n: usize) -> Buf {
-        match dtype {
-            DType::F32 => Buf::F32(nan_vec(n)),
-            DType::F16 => Buf::F16(nan_vec(n)),
-            DType::BF16 => Buf::BF16(nan_vec(n)),
-        }
-    }
-    fn data(&self) -> Data<'_> {
-        match self {
-            Buf::F32(v) => Data::F32(v),
-            Buf::F16(v) => Data::F16(v),
-            Buf::BF16(v) => Data::BF16(v),
-        }
-    }
-    fn data_mut(&mut self) -> DataMut<'_> {
-        match self {
-            Buf::F32(v) => DataMut::F32(v),
-            Buf::F16(v) => DataMut::F16(v),
-            Buf::BF16(v) => DataMut::BF16(v),
-        }
-    }
-    fn set(&mut self, i: usize, x: f32) {
-        match self {
-            Buf::F32(v) => v[i] = x,
-            Buf::F16(v) => v[i] = f16::from_f32(x),
-            Buf::BF16(v) => v[i] = bf16::from_f32(x),
-        }
-    }
-    fn to_f32(&self) -> Vec<f32> {
-        match self {
-            Buf::F32(v) => v.clone(),
-            Buf::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Buf::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Case {

@@ -9,64 +9,12 @@
 //! Inputs are exact in their dtypes, so they add nothing.
 
 use flashkern_kernels::matmul::{Activation, MatmulParams, PackedMatrix, matmul, matmul_packed};
-use flashkern_kernels::testing::{Rng, Tolerance, assert_close, on_every_isa};
-use flashkern_kernels::{DType, Isa, View, ViewMut, bf16, f16, reference};
+use flashkern_kernels::testing::{Buffer as Buf, Rng, Tolerance, assert_close, on_every_isa};
+use flashkern_kernels::{DType, Isa, View, ViewMut, bf16, reference};
 use proptest::prelude::*;
 
 /// The highest level the matmul kernels have code for.
 const TOP: Isa = Isa::Avx512;
-
-/// A buffer of one dtype.
-#[derive(Clone, Debug)]
-enum Buf {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Buf {
-    fn new(dtype: DType, values: &[f32]) -> Buf {
-        match dtype {
-            DType::F32 => Buf::F32(values.to_vec()),
-            DType::F16 => Buf::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
-            DType::BF16 => Buf::BF16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
-        }
-    }
-
-    fn view(&self, arg: &'static str, shape: &[usize], strides: &[usize]) -> View<'_> {
-        match self {
-            Buf::F32(v) => View::new(arg, v, shape, strides),
-            Buf::F16(v) => View::new(arg, v, shape, strides),
-            Buf::BF16(v) => View::new(arg, v, shape, strides),
-        }
-        .unwrap()
-    }
-
-    fn view_mut(&mut self, arg: &'static str, shape: &[usize], strides: &[usize]) -> ViewMut<'_> {
-        match self {
-            Buf::F32(v) => ViewMut::new(arg, v, shape, strides),
-            Buf::F16(v) => ViewMut::new(arg, v, shape, strides),
-            Buf::BF16(v) => ViewMut::new(arg, v, shape, strides),
-        }
-        .unwrap()
-    }
-
-    fn to_f32(&self) -> Vec<f32> {
-        match self {
-            Buf::F32(v) => v.clone(),
-            Buf::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Buf::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-
-    fn bits(&self) -> Vec<u32> {
-        match self {
-            Buf::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
-            Buf::F16(v) => v.iter().map(|x| u32::from(x.to_bits())).collect(),
-            Buf::BF16(v) => v.iter().map(|x| u32::from(x.to_bits())).collect(),
-        }
-    }
-}
 
 /// One matmul problem with its storage.
 #[derive(Clone, Debug)]
@@ -105,10 +53,10 @@ impl Case {
         let c: Vec<f32> = if self.params.beta == 0.0 { vec![f32::NAN; m * ldc] } else { rng.vec(m * ldc, -1.0, 1.0) };
         let b_strides = if self.kn_weights { [1, ldb] } else { [ldb, 1] };
         Data {
-            a: Buf::new(self.dtypes[0], &a),
-            b: Buf::new(self.dtypes[1], &b),
-            c: Buf::new(self.dtypes[2], &c),
-            bias: Buf::new(self.dtypes[3], &bias),
+            a: Buf::from_f32(self.dtypes[0], &a),
+            b: Buf::from_f32(self.dtypes[1], &b),
+            c: Buf::from_f32(self.dtypes[2], &c),
+            bias: Buf::from_f32(self.dtypes[3], &bias),
             a_shape: ([m, k], [lda, 1]),
             b_shape: ([n, k], b_strides),
             c_shape: ([m, n], [ldc, 1]),
@@ -117,18 +65,18 @@ impl Case {
 
     /// Runs `f` (the reference, [`matmul`] or [`matmul_packed`]) and returns C's buffer.
     fn run(&self, data: &Data, packed: bool, f: fn(&View, &View, Option<&View>, &mut ViewMut, &MatmulParams)) -> Buf {
-        let a = data.a.view("a", &data.a_shape.0, &data.a_shape.1);
-        let b = data.b.view("b", &data.b_shape.0, &data.b_shape.1);
-        let bias = data.bias.view("bias", &[self.n], &[1]);
+        let a = data.a.view("a", &data.a_shape.0, &data.a_shape.1).unwrap();
+        let b = data.b.view("b", &data.b_shape.0, &data.b_shape.1).unwrap();
+        let bias = data.bias.view("bias", &[self.n], &[1]).unwrap();
         let mut c = data.c.clone();
-        let mut cv = c.view_mut("c", &data.c_shape.0, &data.c_shape.1);
+        let mut cv = c.view_mut("c", &data.c_shape.0, &data.c_shape.1).unwrap();
         let bias = self.bias.then_some(&bias);
         if packed {
             // Panels in the weights' own dtype, and widened to f32 at pack time: the same bits.
             let pb = PackedMatrix::pack(&b).unwrap();
             assert_eq!((pb.n(), pb.k(), pb.storage()), (self.n, self.k, self.dtypes[1]));
             let mut c32 = data.c.clone();
-            let mut cv32 = c32.view_mut("c", &data.c_shape.0, &data.c_shape.1);
+            let mut cv32 = c32.view_mut("c", &data.c_shape.0, &data.c_shape.1).unwrap();
             let pb32 = PackedMatrix::pack_as(&b, DType::F32).unwrap();
             matmul_packed(&a, &pb32, bias, &mut cv32, &self.params).unwrap();
             matmul_packed(&a, &pb, bias, &mut cv, &self.params).unwrap();
@@ -144,8 +92,8 @@ impl Case {
 
     /// The per-element error scale of C (row-major over the padded buffer).
     fn scale(&self, data: &Data) -> Vec<f64> {
-        let a = data.a.view("a", &data.a_shape.0, &data.a_shape.1);
-        let b = data.b.view("b", &data.b_shape.0, &data.b_shape.1);
+        let a = data.a.view("a", &data.a_shape.0, &data.a_shape.1).unwrap();
+        let b = data.b.view("b", &data.b_shape.0, &data.b_shape.1).unwrap();
         let old = data.c.to_f32();
         let bias = data.bias.to_f32();
         let ldc = data.c_shape.1[0];

@@ -13,57 +13,9 @@
 use flashkern_kernels::norm::{
     self, NormInputs, NormKind, NormParams, NormWeights, add_norm, add_norm_in_place, add_norm_update_residual,
 };
-use flashkern_kernels::testing::{AWKWARD_SIZES, Rng, Tolerance, assert_close, on_every_isa};
-use flashkern_kernels::{DType, Error, Isa, View, ViewMut, bf16, f16, reference};
+use flashkern_kernels::testing::{AWKWARD_SIZES, Buffer as Buf, Rng, Tolerance, assert_close, on_every_isa};
+use flashkern_kernels::{DType, Error, Isa, View, ViewMut, reference};
 use proptest::prelude::*;
-
-/// A dtype-erased owned buffer.
-#[derive(Clone, Debug, PartialEq)]
-enum Buf {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Buf {
-    fn from_f32(dtype: DType, values: &[f32]) -> Buf {
-        match dtype {
-            DType::F32 => Buf::F32(values.to_vec()),
-            DType::F16 => Buf::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
-            DType::BF16 => Buf::BF16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
-        }
-    }
-
-    fn nan(dtype: DType, len: usize) -> Buf {
-        Buf::from_f32(dtype, &vec![f32::NAN; len])
-    }
-
-    fn view(&self, arg: &'static str, shape: &[usize], strides: &[usize]) -> View<'_> {
-        match self {
-            Buf::F32(v) => View::new(arg, v, shape, strides),
-            Buf::F16(v) => View::new(arg, v, shape, strides),
-            Buf::BF16(v) => View::new(arg, v, shape, strides),
-        }
-        .unwrap()
-    }
-
-    fn view_mut(&mut self, arg: &'static str, shape: &[usize], strides: &[usize]) -> ViewMut<'_> {
-        match self {
-            Buf::F32(v) => ViewMut::new(arg, v, shape, strides),
-            Buf::F16(v) => ViewMut::new(arg, v, shape, strides),
-            Buf::BF16(v) => ViewMut::new(arg, v, shape, strides),
-        }
-        .unwrap()
-    }
-
-    fn to_f32(&self) -> Vec<f32> {
-        match self {
-            Buf::F32(v) => v.clone(),
-            Buf::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Buf::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-}
 
 /// A `[rows, hidden]` matrix in a buffer with row stride `hidden + pad`.
 #[derive(Clone, Debug)]
@@ -97,12 +49,12 @@ impl Matrix {
     }
 
     fn view(&self, arg: &'static str) -> View<'_> {
-        self.buf.view(arg, &[self.rows, self.hidden], &[self.stride, 1])
+        self.buf.view(arg, &[self.rows, self.hidden], &[self.stride, 1]).unwrap()
     }
 
     fn view_mut(&mut self, arg: &'static str) -> ViewMut<'_> {
         let (shape, strides) = ([self.rows, self.hidden], [self.stride, 1]);
-        self.buf.view_mut(arg, &shape, &strides)
+        self.buf.view_mut(arg, &shape, &strides).unwrap()
     }
 
     /// The logical elements, row-major, widened.
@@ -173,13 +125,13 @@ impl Problem {
     fn inputs(&self) -> NormInputs<'_> {
         let hidden = self.x.hidden;
         fn vector<'b>(arg: &'static str, buf: &'b Option<Buf>, hidden: usize) -> Option<View<'b>> {
-            buf.as_ref().map(|v| v.view(arg, &[hidden], &[1]))
+            buf.as_ref().map(|v| v.view(arg, &[hidden], &[1]).unwrap())
         }
         NormInputs {
             x: self.x.view("x"),
             residual: self.residual.as_ref().map(|r| r.view("residual")),
             bias: vector("bias", &self.bias, hidden),
-            gamma: self.gamma.view("gamma", &[hidden], &[1]),
+            gamma: self.gamma.view("gamma", &[hidden], &[1]).unwrap(),
             beta: vector("beta", &self.beta, hidden),
         }
     }

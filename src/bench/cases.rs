@@ -5,8 +5,8 @@ use super::shapes::{AttentionShape, MatmulShape, NormShape};
 use flashkern_kernels::attention::{self, AttentionParams, Causal};
 use flashkern_kernels::matmul::{self, MatmulParams, PackedMatrix};
 use flashkern_kernels::norm::{self, NormInputs, NormKind, NormParams};
-use flashkern_kernels::testing::Rng;
-use flashkern_kernels::{DType, Result, View, ViewMut, bf16, f16};
+use flashkern_kernels::testing::{Buffer, Rng};
+use flashkern_kernels::{DType, Result, View, ViewMut, f16};
 use std::time::Instant;
 
 /// Median seconds of `f` over repetitions filling about `budget` seconds (at most 30), after
@@ -26,44 +26,9 @@ pub fn median_seconds(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<
     Ok(times[reps / 2])
 }
 
-/// A buffer of `n` random values in `[-1, 1)` stored as `dtype`.
-pub enum Buffer {
-    /// f32 storage.
-    F32(Vec<f32>),
-    /// f16 storage.
-    F16(Vec<f16>),
-    /// bf16 storage.
-    BF16(Vec<bf16>),
-}
-
-impl Buffer {
-    /// Random values.
-    pub fn random(dtype: DType, n: usize, seed: u64) -> Buffer {
-        let mut rng = Rng::new(seed);
-        match dtype {
-            DType::F32 => Buffer::F32(rng.vec(n, -1.0, 1.0)),
-            DType::F16 => Buffer::F16(rng.vec(n, -1.0, 1.0)),
-            DType::BF16 => Buffer::BF16(rng.vec(n, -1.0, 1.0)),
-        }
-    }
-
-    /// A row-major view.
-    pub fn view(&self, arg: &'static str, shape: &[usize]) -> Result<View<'_>> {
-        match self {
-            Buffer::F32(v) => View::contiguous(arg, v, shape),
-            Buffer::F16(v) => View::contiguous(arg, v, shape),
-            Buffer::BF16(v) => View::contiguous(arg, v, shape),
-        }
-    }
-
-    /// A row-major mutable view.
-    pub fn view_mut(&mut self, arg: &'static str, shape: &[usize]) -> Result<ViewMut<'_>> {
-        match self {
-            Buffer::F32(v) => ViewMut::contiguous(arg, v, shape),
-            Buffer::F16(v) => ViewMut::contiguous(arg, v, shape),
-            Buffer::BF16(v) => ViewMut::contiguous(arg, v, shape),
-        }
-    }
+/// `n` random values in `[-1, 1)` stored as `dtype`.
+pub fn random(dtype: DType, n: usize, seed: u64) -> Buffer {
+    Buffer::random(dtype, n, &mut Rng::new(seed), -1.0, 1.0)
 }
 
 /// Seconds of (ours, baseline) for one matmul shape: f32 runs `matmul` against the `gemm`
@@ -71,12 +36,12 @@ impl Buffer {
 /// once, as at model load) against `gemm`'s f16 (for f16) or f32 (for bf16, which gemm lacks).
 pub fn matmul(shape: &MatmulShape, dtype: DType, budget: f64) -> Result<(f64, f64)> {
     let MatmulShape { m, k, n, .. } = *shape;
-    let a = Buffer::random(DType::F32, m * k, 1);
-    let b = Buffer::random(dtype, n * k, 2);
+    let a = random(DType::F32, m * k, 1);
+    let b = random(dtype, n * k, 2);
     let mut c = vec![0f32; m * n];
     let params = MatmulParams::default();
-    let a_view = a.view("a", &[m, k])?;
-    let b_view = b.view("b", &[n, k])?;
+    let a_view = a.contiguous("a", &[m, k])?;
+    let b_view = b.contiguous("b", &[n, k])?;
     let ours = if dtype == DType::F32 {
         median_seconds(budget, || {
             matmul::matmul(&a_view, &b_view, None, &mut ViewMut::contiguous("c", &mut c, &[m, n])?, &params)
@@ -114,12 +79,15 @@ pub fn matmul(shape: &MatmulShape, dtype: DType, budget: f64) -> Result<(f64, f6
 /// (causal) mask and a softmax row by row, then O = P·V with our matmul.
 pub fn attention(shape: &AttentionShape, dtype: DType, budget: f64) -> Result<(f64, f64)> {
     let AttentionShape { b, h_q, h_kv, n_q, n_kv, d, causal, .. } = *shape;
-    let q = Buffer::random(dtype, b * h_q * n_q * d, 3);
-    let k = Buffer::random(dtype, b * h_kv * n_kv * d, 4);
-    let v = Buffer::random(dtype, b * h_kv * n_kv * d, 5);
+    let q = random(dtype, b * h_q * n_q * d, 3);
+    let k = random(dtype, b * h_kv * n_kv * d, 4);
+    let v = random(dtype, b * h_kv * n_kv * d, 5);
     let mut out = vec![0f32; b * h_q * n_q * d];
-    let (qv, kv, vv) =
-        (q.view("q", &[b, h_q, n_q, d])?, k.view("k", &[b, h_kv, n_kv, d])?, v.view("v", &[b, h_kv, n_kv, d])?);
+    let (qv, kv, vv) = (
+        q.contiguous("q", &[b, h_q, n_q, d])?,
+        k.contiguous("k", &[b, h_kv, n_kv, d])?,
+        v.contiguous("v", &[b, h_kv, n_kv, d])?,
+    );
     let params = AttentionParams { causal: if causal { Causal::TopLeft } else { Causal::None }, ..Default::default() };
     let ours = median_seconds(budget, || {
         attention::attention(
@@ -198,35 +166,35 @@ fn softmax_prefix(row: &mut [f32], visible: usize) {
 /// (γ, β f32). Unfused writes `h = x + r` to memory, then normalises `h`.
 pub fn norm(shape: &NormShape, dtype: DType, budget: f64) -> Result<(f64, f64)> {
     let NormShape { rows, hidden, .. } = *shape;
-    let x = Buffer::random(dtype, rows * hidden, 6);
-    let r = Buffer::random(dtype, rows * hidden, 7);
-    let mut out = Buffer::random(dtype, rows * hidden, 8);
-    let mut h = Buffer::random(dtype, rows * hidden, 9);
+    let x = random(dtype, rows * hidden, 6);
+    let r = random(dtype, rows * hidden, 7);
+    let mut out = random(dtype, rows * hidden, 8);
+    let mut h = random(dtype, rows * hidden, 9);
     let gamma = vec![1f32; hidden];
     let beta = vec![0f32; hidden];
     let params = NormParams { kind: NormKind::LayerNorm, eps: 1e-5 };
     let gamma_v = View::contiguous("gamma", &gamma, &[hidden])?;
     let beta_v = View::contiguous("beta", &beta, &[hidden])?;
     let fused_inputs = NormInputs {
-        x: x.view("x", &[rows, hidden])?,
-        residual: Some(r.view("residual", &[rows, hidden])?),
+        x: x.contiguous("x", &[rows, hidden])?,
+        residual: Some(r.contiguous("residual", &[rows, hidden])?),
         bias: None,
         gamma: gamma_v,
         beta: Some(beta_v),
     };
     let fused = median_seconds(budget, || {
-        norm::add_norm(&fused_inputs, &params, &mut out.view_mut("out", &[rows, hidden])?, None)
+        norm::add_norm(&fused_inputs, &params, &mut out.contiguous_mut("out", &[rows, hidden])?, None)
     })?;
     let unfused = median_seconds(budget, || {
         add_into(&x, &r, &mut h)?;
         let inputs = NormInputs {
-            x: h.view("x", &[rows, hidden])?,
+            x: h.contiguous("x", &[rows, hidden])?,
             residual: None,
             bias: None,
             gamma: gamma_v,
             beta: Some(beta_v),
         };
-        norm::add_norm(&inputs, &params, &mut out.view_mut("out", &[rows, hidden])?, None)
+        norm::add_norm(&inputs, &params, &mut out.contiguous_mut("out", &[rows, hidden])?, None)
     })?;
     Ok((fused, unfused))
 }
@@ -236,9 +204,9 @@ pub fn norm(shape: &NormShape, dtype: DType, budget: f64) -> Result<(f64, f64)> 
 fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) -> Result<()> {
     const CHUNK: usize = 2048;
     let isa = flashkern_kernels::effective_isa();
-    let len = widen_len(x);
-    let (x, r) = (x.view("x", &[len])?.data(), r.view("r", &[len])?.data());
-    let mut h = h.view_mut("h", &[len])?;
+    let len = x.len();
+    let (x, r) = (x.contiguous("x", &[len])?.data(), r.contiguous("r", &[len])?.data());
+    let mut h = h.contiguous_mut("h", &[len])?;
     let (mut xs, mut rs) = (vec![0f32; CHUNK], vec![0f32; CHUNK]);
     for start in (0..len).step_by(CHUNK) {
         let n = CHUNK.min(len - start);
@@ -250,14 +218,6 @@ fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) -> Result<()> {
         h.data_mut().store(start, &xs[..n], isa);
     }
     Ok(())
-}
-
-fn widen_len(buffer: &Buffer) -> usize {
-    match buffer {
-        Buffer::F32(v) => v.len(),
-        Buffer::F16(v) => v.len(),
-        Buffer::BF16(v) => v.len(),
-    }
 }
 
 /// Seconds of (weights in `dtype`, weights in f32) for one MiniLM forward pass over synthetic

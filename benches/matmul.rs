@@ -12,6 +12,7 @@
 //! 1-thread runs are timed by the thread's on-CPU time (for a machine shared with other work).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flashkern::bench::peer::gemm_bt;
 use flashkern_kernels::matmul::{MatmulParams, PackedMatrix, matmul, matmul_packed};
 use flashkern_kernels::testing::Rng;
 use flashkern_kernels::{DType, Element, View, ViewMut, bf16, f16};
@@ -41,48 +42,6 @@ fn ours_packed<T: Element>(a: &[T], b: &PackedMatrix, c: &mut [f32], m: usize, k
     let a = View::contiguous("a", a, &[m, k]).unwrap();
     let mut c = ViewMut::contiguous("c", c, &[m, b.n()]).unwrap();
     matmul_packed(&a, b, None, &mut c, &MatmulParams::default()).unwrap();
-}
-
-/// The problem size `(m, k, n)` and thread count of a peer call.
-#[derive(Clone, Copy)]
-struct Size {
-    m: usize,
-    k: usize,
-    n: usize,
-    threads: usize,
-}
-
-/// `gemm` crate: dst = 0·dst + 1·lhs·rhs (its alpha/beta are the reverse of BLAS) with
-/// rhs = Bᵀ read through strides.
-fn peer<T: 'static + Copy>(a: &[T], b: &[T], c: &mut [T], size: Size, zero: T, one: T) {
-    let Size { m, k, n, threads } = size;
-    let par = if threads == 1 { gemm::Parallelism::None } else { gemm::Parallelism::Rayon(threads) };
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    // SAFETY: the pointers cover m·k, n·k and m·n elements with the strides given (row-major
-    // A and C, B [n, k] read as its transpose); C does not alias A or B.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            zero,
-            one,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
 }
 
 /// The time this thread has spent on a CPU (`/proc/thread-self/schedstat`, nanoseconds).
@@ -140,9 +99,9 @@ fn bench(cr: &mut Criterion) {
             run("bf16w_packed", &mut || ours_packed(black_box(&a), &packed16, &mut c, m, k));
             run("bf16w_packed_as_f32", &mut || ours_packed(black_box(&a), &packed16_as32, &mut c, m, k));
             run("f16w_packed", &mut || ours_packed(black_box(&a), &packedh, &mut c, m, k));
-            let size = Size { m, k, n, threads };
-            run("gemm_f32", &mut || peer(black_box(&a), &b, &mut c, size, 0.0, 1.0));
-            run("gemm_f16", &mut || peer(black_box(&ah), &bh, &mut ch, size, f16::ZERO, f16::ONE));
+            // The gemm crate on the pool it runs in (the same wrapper `flashkern bench` uses).
+            run("gemm_f32", &mut || gemm_bt(black_box(&a), &b, &mut c, [m, k, n]));
+            run("gemm_f16", &mut || gemm_bt(black_box(&ah), &bh, &mut ch, [m, k, n]));
         }
         group.finish();
     }

@@ -257,11 +257,31 @@ fn norm_inner(u: &mut Unstructured) -> Result<()> {
     let (fast, got, got_sum) = run(true);
     let (slow, want, want_sum) = run(false);
     if same_outcome("norm", &fast, &slow) {
-        // Errors scale with |γ|·(1 + |h|/σ) (the f32 rounding of h relative to the spread).
+        // Errors scale with |γ|·(1 + A/σ): the f32 rounding of h (≈ u·A, A = max|h| of the row)
+        // divided by the row's spread σ = √(var + eps), plus the output's own magnitude.
         let gamma = vectors[1].to_f32();
-        let spread_ratio = 1.0 + f64::from(mean.abs()) * 4.0;
-        let scale: Vec<f64> =
-            (0..rows * hidden).map(|i| f64::from(gamma[i % hidden].abs()) * spread_ratio + 1.0).collect();
+        let (xs, rs, bs) = (x.to_f32(), r.to_f32(), vectors[0].to_f32());
+        let mut scale = Vec::with_capacity(rows * hidden);
+        for row in 0..rows {
+            let h: Vec<f64> = (0..hidden)
+                .map(|c| {
+                    let mut v = f64::from(xs[row * hidden + c]);
+                    if with_residual {
+                        v += f64::from(rs[row * hidden + c]);
+                    }
+                    if with_bias {
+                        v += f64::from(bs[c]);
+                    }
+                    v
+                })
+                .collect();
+            let n = hidden as f64;
+            let mean = if kind == NormKind::LayerNorm { h.iter().sum::<f64>() / n } else { 0.0 };
+            let var = h.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            let sigma = (var + f64::from(eps.max(0.0))).sqrt();
+            let spread = h.iter().fold(0f64, |a, v| a.max(v.abs())) / sigma.max(f64::MIN_POSITIVE);
+            scale.extend((0..hidden).map(|c| f64::from(gamma[c].abs()) * (2.0 + 4.0 * spread) + 1.0));
+        }
         let tol = Tolerance::accumulation(hidden, dout);
         if let Err(report) = compare(&got, &want, Some(&scale), tol) {
             panic!("norm {rows}x{hidden} {dx}->{dout} {params:?} r={with_residual} b={with_bias} at {level}: {report}");

@@ -3,21 +3,27 @@
 //!
 //! With so few rows, the prefill layout (rows in SIMD lanes) would leave most lanes idle and
 //! need one broadcast per FMA. Here the head dimension is in the lanes instead: scores are dot
-//! products of a Q row with 4 K rows at a time (4 rows × 4 keys register block, one horizontal
-//! sum per score), the softmax runs over a block of `DK` keys in lanes, and `O[m][·] += p·V[j][·]`
-//! streams V rows. K/V f32 rows are read in place; 16-bit rows are widened into the scratch.
+//! products of a Q row with 4 K rows at a time (4 rows × 4 keys register block, one 4-way
+//! horizontal sum per row), the softmax runs over a block of `DK` keys in lanes, and
+//! `O[m][·] += p·V[j][·]` streams V rows. K/V rows are read in place in their own dtype and
+//! widened in registers ([`LoadF32`]), so a 16-bit cache is streamed at half the bytes; only a
+//! head dimension that is not a whole number of vectors is widened into (zero-padded) scratch.
 //! The item state is handed back in the prefill layout so the output and split-KV merge code is
 //! shared.
 
-use super::flash::{Item, Problem, Scratch, Tile, apply_element_masks, prefetch_keys, widen_rows};
+use super::flash::{Item, Problem, Scratch, Tile, apply_element_masks, widen_rows};
+use super::prefetch::KeyPrefetcher;
+use crate::dtype::{bf16, f16};
 use crate::simd::exp::exp_no_overflow_f32s;
-use crate::tensor::Data;
+use crate::simd::load::LoadF32;
+use crate::simd::reduce::sum4;
+use crate::tensor::{Data, View};
 use pulp::{Simd, WithSimd};
 
 /// The most rows an item may have to use this kernel.
 pub(super) const DECODE_ROWS: usize = 8;
 /// Keys per block (a multiple of 16 so it is whole vectors at every level, and of 4).
-const DK: usize = 64;
+const DK: usize = 32;
 
 pub(super) struct DecodeOp<'p, 's> {
     pub(super) p: &'p Problem<'p>,
@@ -59,30 +65,44 @@ impl WithSimd for DecodeOp<'_, '_> {
         let mut m_run = [f32::NEG_INFINITY; DECODE_ROWS];
         let mut l_run = [0f32; DECODE_ROWS];
         let mut alpha = [0f32; DECODE_ROWS];
-        s.k.clear();
-        s.k.resize(DK * d_pad, 0.0);
-        s.v.clear();
-        s.v.resize(DK * dv_pad, 0.0);
-        s.s.clear();
+        // Scratch rows for K/V only when they must be padded; their padding columns stay zero.
+        let (k_in_place, v_in_place) = (d > 0 && d == d_pad, dv > 0 && dv == dv_pad);
+        if !k_in_place {
+            s.k.clear();
+            s.k.resize(DK * d_pad, 0.0);
+        }
+        if !v_in_place {
+            s.v.clear();
+            s.v.resize(DK * dv_pad, 0.0);
+        }
         s.s.resize(rows * DK, 0.0);
-        s.zeros.clear();
-        s.zeros.resize(d_pad, 0.0);
 
         let (mut start, mut end) = p.key_range(item.b, i0, i1);
         if p.chunk != usize::MAX {
             start = start.max(item.chunk * p.chunk);
             end = end.min((item.chunk + 1) * p.chunk);
         }
+        // Prefetch runs past the chunk to the head's last key: the next chunk of the same head
+        // is usually this thread's next item.
+        let prefetch_end = p.key_range(item.b, i0, i1).1;
+        let prefetcher = KeyPrefetcher::new(p, item);
         let mut j0 = start;
         while j0 < end {
             let j1 = (j0 + DK).min(end);
             let nk = j1 - j0;
-            if j1 < end {
-                prefetch_keys(p, item, j1, (j1 + DK).min(end));
+            let k_rows = rows_of(p, &p.k, item, (j0, nk), (d, d_pad), k_in_place, &mut s.k);
+            let v_rows = rows_of(p, &p.v, item, (j0, nk), (dv, dv_pad), v_in_place, &mut s.v);
+            // A few rows of the next tile per step of 4 keys: a whole tile's prefetches issued
+            // at once would fill the miss buffers and stall the computation behind them.
+            let prefetch_step = |j: usize| {
+                let next = j0 + DK + j;
+                prefetcher.fetch(next, (next + 4).min(prefetch_end));
+            };
+            match k_rows {
+                KvRows::F32(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
+                KvRows::BF16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
+                KvRows::F16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
             }
-            let k_tile = rows_of(p, &p.k, item, j0, nk, d, d_pad, &mut s.k);
-            let v_tile = rows_of(p, &p.v, item, j0, nk, dv, dv_pad, &mut s.v);
-            scores(simd, &s.qt, rows, d_pad, k_tile, &s.zeros, nk, &mut s.s);
             apply_element_masks(p, item, (i0, i1), j0, nk, &mut s.s, |t, m| m * DK + t);
             for m in 0..rows {
                 let row = &mut s.s[m * DK..(m + 1) * DK];
@@ -92,7 +112,11 @@ impl WithSimd for DecodeOp<'_, '_> {
                 alpha[m] = a;
                 m_run[m] = mx;
             }
-            accumulate(simd, &s.s, rows, v_tile, nk, dv_pad, &alpha, &mut s.row);
+            match v_rows {
+                KvRows::F32(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.row),
+                KvRows::BF16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.row),
+                KvRows::F16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.row),
+            }
             j0 = j1;
         }
 
@@ -114,46 +138,64 @@ impl WithSimd for DecodeOp<'_, '_> {
     }
 }
 
-/// Rows `j0..j0+nk` of K or V with row length `len_pad` (zero-padded to whole vectors): the f32
-/// input in place when no padding is needed, else widened into `buf`.
-#[allow(clippy::too_many_arguments)]
+/// Rows `j0..j0+nk` of K or V: in place in their own dtype when the row length is whole
+/// vectors, else widened into `buf` with row stride `len_pad` (its padding columns zero).
 fn rows_of<'t>(
     p: &'t Problem,
-    view: &'t crate::tensor::View<'t>,
+    view: &'t View<'t>,
     item: Item,
-    j0: usize,
-    nk: usize,
-    len: usize,
-    len_pad: usize,
+    (j0, nk): (usize, usize),
+    (len, len_pad): (usize, usize),
+    in_place: bool,
     buf: &'t mut [f32],
-) -> Tile<'t> {
+) -> KvRows<'t> {
+    if !in_place {
+        widen_rows(p, view, item, j0, nk, len, len_pad, buf);
+        return KvRows::F32(Tile { data: &buf[..nk * len_pad], stride: len_pad });
+    }
     let stride = view.strides()[2];
+    let base = view.layout().offset(&[item.b, item.g, j0, 0]);
+    let range = base..base + (nk - 1) * stride + len;
     match view.data() {
-        Data::F32(data) if len > 0 && len == len_pad => {
-            let base = view.layout().offset(&[item.b, item.g, j0, 0]);
-            Tile { data: &data[base..base + (nk - 1) * stride + len], stride }
-        }
-        _ => {
-            widen_rows(p, view, item, j0, nk, len, len_pad, buf);
-            Tile { data: &buf[..nk * len_pad], stride: len_pad }
-        }
+        Data::F32(data) => KvRows::F32(Tile { data: &data[range], stride }),
+        Data::BF16(data) => KvRows::BF16(Tile { data: &data[range], stride }),
+        Data::F16(data) => KvRows::F16(Tile { data: &data[range], stride }),
     }
 }
 
-/// `S[m][j] = q_m · k_j` for the tile's keys (`S` is `[rows][DK]`).
+/// A tile of K or V rows in the dtype the kernel reads them in.
+enum KvRows<'t> {
+    F32(Tile<'t, f32>),
+    BF16(Tile<'t, bf16>),
+    F16(Tile<'t, f16>),
+}
+
+/// `S[m][j] = q_m · k_j` for the tile's keys (`S` is `[rows][DK]`), calling `prefetch_step(j)`
+/// before each block of 4 keys.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn scores<S: Simd>(simd: S, q: &[f32], rows: usize, d_pad: usize, k: Tile, zeros: &[f32], nk: usize, st: &mut [f32]) {
+fn scores<S: Simd, E: LoadF32>(
+    simd: S,
+    q: &[f32],
+    rows: usize,
+    d_pad: usize,
+    k: Tile<E>,
+    nk: usize,
+    st: &mut [f32],
+    prefetch_step: impl Fn(usize),
+) {
     for j in (0..nk).step_by(4) {
-        let krows: [&[f32]; 4] = std::array::from_fn(|t| if j + t < nk { k.row(j + t, d_pad) } else { zeros });
+        prefetch_step(j);
+        // Past the tile's last key, repeat it: those scores are masked to −∞ afterwards.
+        let krows: [&[E]; 4] = std::array::from_fn(|t| k.row((j + t).min(nk - 1), d_pad));
         let mut m0 = 0;
         while m0 < rows {
             let nr = (rows - m0).min(4);
             match nr {
-                4 => scores_block::<S, 4>(simd, q, d_pad, m0, krows, j, st),
-                3 => scores_block::<S, 3>(simd, q, d_pad, m0, krows, j, st),
-                2 => scores_block::<S, 2>(simd, q, d_pad, m0, krows, j, st),
-                _ => scores_block::<S, 1>(simd, q, d_pad, m0, krows, j, st),
+                4 => scores_block::<S, E, 4>(simd, q, d_pad, m0, krows, j, st),
+                3 => scores_block::<S, E, 3>(simd, q, d_pad, m0, krows, j, st),
+                2 => scores_block::<S, E, 2>(simd, q, d_pad, m0, krows, j, st),
+                _ => scores_block::<S, E, 1>(simd, q, d_pad, m0, krows, j, st),
             }
             m0 += nr;
         }
@@ -161,32 +203,28 @@ fn scores<S: Simd>(simd: S, q: &[f32], rows: usize, d_pad: usize, k: Tile, zeros
 }
 
 #[inline(always)]
-fn scores_block<S: Simd, const R: usize>(
+fn scores_block<S: Simd, E: LoadF32, const R: usize>(
     simd: S,
     q: &[f32],
     d_pad: usize,
     m0: usize,
-    krows: [&[f32]; 4],
+    krows: [&[E]; 4],
     j: usize,
     st: &mut [f32],
 ) {
     let qs: [&[S::f32s]; R] = std::array::from_fn(|i| S::as_simd_f32s(&q[(m0 + i) * d_pad..(m0 + i + 1) * d_pad]).0);
-    let ks: [&[S::f32s]; 4] = std::array::from_fn(|t| S::as_simd_f32s(&krows[t][..d_pad]).0);
     let nvec = d_pad / S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); 4]; R];
     for cv in 0..nvec {
-        let kv = [ks[0][cv], ks[1][cv], ks[2][cv], ks[3][cv]];
-        for i in 0..R {
-            let qv = qs[i][cv];
-            for t in 0..4 {
-                acc[i][t] = simd.mul_add_e_f32s(qv, kv[t], acc[i][t]);
+        let kv: [S::f32s; 4] = std::array::from_fn(|t| E::load_f32s(simd, krows[t], cv));
+        for (acc, q) in acc.iter_mut().zip(&qs) {
+            for (acc, k) in acc.iter_mut().zip(kv) {
+                *acc = simd.mul_add_e_f32s(q[cv], k, *acc);
             }
         }
     }
-    for i in 0..R {
-        for t in 0..4 {
-            st[(m0 + i) * DK + j + t] = simd.reduce_sum_f32s(acc[i][t]);
-        }
+    for (i, acc) in acc.into_iter().enumerate() {
+        st[(m0 + i) * DK + j..][..4].copy_from_slice(&sum4(simd, acc));
     }
 }
 
@@ -216,11 +254,11 @@ fn softmax_row<S: Simd>(simd: S, row: &mut [f32], m_old: f32) -> (f32, f32, f32)
 /// `O[m][·] = α_m·O[m][·] + Σ_j P[m][j]·V[j][·]` (`O` is `[rows][dv_pad]`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn accumulate<S: Simd>(
+fn accumulate<S: Simd, E: LoadF32>(
     simd: S,
     pt: &[f32],
     rows: usize,
-    v: Tile,
+    v: Tile<E>,
     nk: usize,
     dv_pad: usize,
     alpha: &[f32; DECODE_ROWS],
@@ -230,7 +268,7 @@ fn accumulate<S: Simd>(
     let o = S::as_mut_simd_f32s(o).0;
     macro_rules! block {
         ($r:literal, $c:literal, $m0:expr, $c0:expr) => {
-            accumulate_block::<S, $r, $c>(simd, pt, $m0, $c0, v, nk, dv_pad, nvec, alpha, o)
+            accumulate_block::<S, E, $r, $c>(simd, pt, $m0, $c0, v, nk, dv_pad, nvec, alpha, o)
         };
     }
     let mut m0 = 0;
@@ -265,12 +303,12 @@ fn accumulate<S: Simd>(
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn accumulate_block<S: Simd, const R: usize, const C: usize>(
+fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize>(
     simd: S,
     pt: &[f32],
     m0: usize,
     c0: usize,
-    v: Tile,
+    v: Tile<E>,
     nk: usize,
     dv_pad: usize,
     nvec: usize,
@@ -285,8 +323,8 @@ fn accumulate_block<S: Simd, const R: usize, const C: usize>(
         }
     }
     for j in 0..nk {
-        let vrow = S::as_simd_f32s(v.row(j, dv_pad)).0;
-        let vv: &[S::f32s; C] = vrow[c0..c0 + C].try_into().unwrap_or_else(|_| unreachable!());
+        let vrow = v.row(j, dv_pad);
+        let vv: [S::f32s; C] = std::array::from_fn(|u| E::load_f32s(simd, vrow, c0 + u));
         for i in 0..R {
             let pb = simd.splat_f32s(pt[(m0 + i) * DK + j]);
             for u in 0..C {

@@ -30,6 +30,7 @@
 //! for any thread count.
 
 use super::decode::{DECODE_ROWS, DecodeOp};
+use super::prefetch::KeyPrefetcher;
 use super::{AttentionDims, AttentionParams, Causal, mask_value};
 use crate::isa::Isa;
 use crate::simd::exp::exp_no_overflow_f32s;
@@ -178,7 +179,7 @@ pub(super) fn run(
     let sink = Sink { out: &out, lse: lse.as_ref() };
     let n_items = problem.n_items();
     let macs = [dims.h_q, dims.n_q, dims.n_kv, dims.d + dims.d_v].iter().fold(dims.b, |a, &x| a.saturating_mul(x));
-    let serial = macs < SERIAL_MACS;
+    let serial = macs < SERIAL_MACS || rayon::current_num_threads() == 1;
     if n_chunks == 1 {
         let work = |idx: usize| {
             let item = problem.item(idx);
@@ -413,6 +414,7 @@ impl WithSimd for ItemOp<'_, '_> {
             start = start.max(item.chunk * p.chunk);
             end = end.min((item.chunk + 1) * p.chunk);
         }
+        let prefetcher = KeyPrefetcher::new(p, item);
         let mut j0 = start;
         while j0 < end {
             let j1 = (j0 + BK).min(end);
@@ -421,7 +423,7 @@ impl WithSimd for ItemOp<'_, '_> {
             // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
             // stream the cache once, from memory.
             if p.chunk != usize::MAX && j1 < end {
-                prefetch_keys(p, item, j1, (j1 + BK).min(end));
+                prefetcher.fetch(j1, (j1 + BK).min(end));
             }
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);
             scores(simd, &s.qt, k_tile, &s.zeros, d, mv, vmax, (nk, nk_pad), &mut s.s);
@@ -433,55 +435,17 @@ impl WithSimd for ItemOp<'_, '_> {
     }
 }
 
-/// Hints the cache to fetch K and V rows `j0..j1` (the next tile) into L2 (a tile does not fit in
-/// L1 beside the current one) while this one is computed:
-/// decode streams the KV cache from DRAM once, and the micro-kernels' access order (4 rows at a
-/// time, V by column blocks) is not one the hardware prefetchers follow well.
-pub(super) fn prefetch_keys(p: &Problem, item: Item, j0: usize, j1: usize) {
-    for (view, len) in [(&p.k, p.dims.d), (&p.v, p.dims.d_v)] {
-        if len == 0 {
-            continue;
-        }
-        for j in j0..j1 {
-            let offset = view.layout().offset(&[item.b, item.g, j, 0]);
-            prefetch(view.data(), offset, len);
-        }
-    }
-}
-
-/// Prefetches the cache lines of elements `offset..offset + len` (a hint; no effect elsewhere).
-#[inline(always)]
-fn prefetch(data: crate::tensor::Data, offset: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use crate::tensor::Data;
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let (ptr, bytes) = match data {
-            Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
-            Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
-            Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
-        };
-        for line in (0..bytes).step_by(64) {
-            // SAFETY: `prefetch` is only a hint and never faults; the address is inside the slice
-            // (line < bytes), SSE is part of the x86-64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(ptr.wrapping_add(line)) }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, offset, len);
-}
-
 /// Rows of a K or V tile: row `t` is `data[t·stride..][..len]` (the input itself for f32 data,
 /// else the widened scratch).
 #[derive(Clone, Copy)]
-pub(super) struct Tile<'t> {
-    pub(super) data: &'t [f32],
+pub(super) struct Tile<'t, E = f32> {
+    pub(super) data: &'t [E],
     pub(super) stride: usize,
 }
 
-impl<'t> Tile<'t> {
+impl<'t, E> Tile<'t, E> {
     #[inline(always)]
-    pub(super) fn row(&self, t: usize, len: usize) -> &'t [f32] {
+    pub(super) fn row(&self, t: usize, len: usize) -> &'t [E] {
         &self.data[t * self.stride..t * self.stride + len]
     }
 }

@@ -20,6 +20,8 @@
 mod decode;
 #[allow(unsafe_code)]
 mod flash;
+#[allow(unsafe_code)]
+mod prefetch;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};

@@ -8,6 +8,8 @@
 
 pub mod convert;
 pub mod exp;
+pub mod load;
+pub mod reduce;
 
 use crate::isa::{Isa, detected_isa};
 use pulp::{Simd, WithSimd};

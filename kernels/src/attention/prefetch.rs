@@ -1,0 +1,75 @@
+//! Software prefetch of K/V cache rows.
+//!
+//! Decode streams the KV cache from DRAM once per call, and the micro-kernels' access order
+//! (4 K rows at a time, V by column blocks) is not one the hardware prefetchers follow well.
+//! The kernels therefore hint the rows of the *next* tile into L2 a few rows at a time while they
+//! compute on this one: a whole tile's hints issued at once fill the core's miss buffers and
+//! stall the arithmetic behind them.
+
+use super::flash::{Item, Problem};
+use crate::tensor::{Data, View};
+
+/// One view's rows for a (batch, KV head): the address of key 0, the row stride and the row
+/// length in bytes, and the number of keys. Computed once per item, so each hint is one add.
+#[derive(Clone, Copy)]
+struct Rows {
+    base: *const u8,
+    stride: usize,
+    bytes: usize,
+    keys: usize,
+}
+
+/// Prefetch hints for the K and V rows of one work item's (b, g).
+#[derive(Clone, Copy)]
+pub(super) struct KeyPrefetcher {
+    rows: [Option<Rows>; 2],
+}
+
+impl KeyPrefetcher {
+    pub(super) fn new(p: &Problem, item: Item) -> Self {
+        let rows = |view: &View, len: usize| {
+            let keys = view.shape()[2];
+            if len == 0 || keys == 0 {
+                return None;
+            }
+            let (ptr, size) = match view.data() {
+                Data::F32(s) => (s.as_ptr().cast::<u8>(), 4),
+                Data::F16(s) => (s.as_ptr().cast::<u8>(), 2),
+                Data::BF16(s) => (s.as_ptr().cast::<u8>(), 2),
+            };
+            let offset = view.layout().offset(&[item.b, item.g, 0, 0]);
+            Some(Rows {
+                base: ptr.wrapping_add(offset * size),
+                stride: view.strides()[2] * size,
+                bytes: len * size,
+                keys,
+            })
+        };
+        KeyPrefetcher { rows: [rows(&p.k, p.dims.d), rows(&p.v, p.dims.d_v)] }
+    }
+
+    /// Hints K and V rows `j0..j1` (clipped to the keys that exist) into L2.
+    #[inline(always)]
+    pub(super) fn fetch(&self, j0: usize, j1: usize) {
+        for rows in self.rows.iter().flatten() {
+            for j in j0..j1.min(rows.keys) {
+                let row = rows.base.wrapping_add(j * rows.stride);
+                for line in (0..rows.bytes).step_by(64) {
+                    hint(row.wrapping_add(line));
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn hint(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect, whatever
+    // the address (here always inside the validated K/V view); SSE is in the x86-64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(address.cast::<i8>())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}

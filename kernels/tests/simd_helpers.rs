@@ -1,0 +1,82 @@
+//! The in-register helpers kernels share: widening loads are exact for every 16-bit pattern and
+//! the 4-way horizontal sum matches an f64 sum, on every ISA level this machine runs.
+
+use flashkern_kernels::isa::runnable_isas;
+use flashkern_kernels::simd::load::LoadF32;
+use flashkern_kernels::simd::reduce::sum4;
+use flashkern_kernels::simd::vectorize;
+use flashkern_kernels::testing::Rng;
+use flashkern_kernels::{bf16, f16};
+use pulp::{Simd, WithSimd};
+
+/// Loads every vector of `row` with `load_f32s` and stores it back as f32.
+struct LoadAll<'a, E>(&'a [E]);
+
+impl<E: LoadF32> WithSimd for LoadAll<'_, E> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Vec<f32> {
+        let lanes = S::F32_LANES;
+        let mut out = vec![0f32; self.0.len() / lanes * lanes];
+        for (i, chunk) in S::as_mut_simd_f32s(&mut out).0.iter_mut().enumerate() {
+            *chunk = E::load_f32s(simd, self.0, i);
+        }
+        out
+    }
+}
+
+fn check_loads<E: LoadF32>(values: &[E]) {
+    for isa in runnable_isas() {
+        let got = vectorize(isa, LoadAll(values));
+        assert!(got.len() + 16 > values.len(), "{isa}: only {} of {} loaded", got.len(), values.len());
+        for (i, (g, v)) in got.iter().zip(values).enumerate() {
+            let want = v.to_f32();
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "{isa}: element {i}: {g} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn widening_loads_are_exact_for_every_16_bit_pattern() {
+    let bits: Vec<u16> = (0..=u16::MAX).collect();
+    check_loads(&bits.iter().map(|&b| bf16::from_bits(b)).collect::<Vec<_>>());
+    check_loads(&bits.iter().map(|&b| f16::from_bits(b)).collect::<Vec<_>>());
+    let mut rng = Rng::new(7);
+    check_loads(&(0..4096).map(|_| f32::from_bits(rng.next_u64() as u32)).collect::<Vec<_>>());
+}
+
+struct Sum4<'a>(&'a [f32]);
+
+impl WithSimd for Sum4<'_> {
+    /// The four sums and the lanes per vector they were taken over.
+    type Output = ([f32; 4], usize);
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> ([f32; 4], usize) {
+        let lanes = S::F32_LANES;
+        let v: [S::f32s; 4] = std::array::from_fn(|t| S::as_simd_f32s(&self.0[t * lanes..(t + 1) * lanes]).0[0]);
+        (sum4(simd, v), lanes)
+    }
+}
+
+#[test]
+fn four_way_horizontal_sum_matches_f64() {
+    let mut rng = Rng::new(11);
+    for _ in 0..200 {
+        let values: Vec<f32> = (0..64).map(|_| rng.uniform(-1e3, 1e3)).collect();
+        for isa in runnable_isas() {
+            let (got, lanes) = vectorize(isa, Sum4(&values));
+            for (t, g) in got.iter().enumerate() {
+                let slice = &values[t * lanes..(t + 1) * lanes];
+                let want: f64 = slice.iter().map(|&x| f64::from(x)).sum();
+                let scale: f64 = slice.iter().map(|&x| f64::from(x).abs()).sum();
+                assert!(
+                    (f64::from(*g) - want).abs() <= 4.0 * f64::from(f32::EPSILON) * scale,
+                    "{isa}: sum {t}: {g} vs {want}"
+                );
+            }
+        }
+    }
+}

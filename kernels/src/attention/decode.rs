@@ -23,7 +23,7 @@ use pulp::{Simd, WithSimd};
 /// The most rows an item may have to use this kernel.
 pub(super) const DECODE_ROWS: usize = 8;
 /// Keys per block (a multiple of 16 so it is whole vectors at every level, and of 4).
-const DK: usize = 32;
+const DK: usize = 64;
 
 pub(super) struct DecodeOp<'p, 's> {
     pub(super) p: &'p Problem<'p>,

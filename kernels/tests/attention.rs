@@ -532,3 +532,23 @@ fn exp_is_accurate_over_the_whole_f32_line() {
         }
     }
 }
+
+/// A one-key cache view may carry any key stride (only index 0 exists); the kernels must not
+/// compute with it (a fuzzer found the prefetcher multiplying it into a byte stride).
+#[test]
+fn a_single_key_view_accepts_any_key_stride() {
+    let d = 16;
+    let q = vec![0.5f32; 4 * d];
+    let kv = vec![0.25f32; d];
+    let huge = usize::MAX / 2;
+    let q_view = View::contiguous("q", &q, &[1, 4, 1, d]).unwrap();
+    let k_view = View::new("k", &kv, &[1, 1, 1, d], &[d, d, huge, 1]).unwrap();
+    let v_view = View::new("v", &kv, &[1, 1, 1, d], &[d, d, huge, 1]).unwrap();
+    let mut out = nan_vec::<f32>(4 * d);
+    on_every_isa(Isa::Avx512, |_| {
+        let mut out_view = ViewMut::contiguous("out", &mut out, &[1, 4, 1, d]).unwrap();
+        attention(&q_view, &k_view, &v_view, &mut out_view, &AttentionParams::default(), None).unwrap();
+        // One key: every output row is that key's value row.
+        assert!(out.iter().all(|&x| x == 0.25), "{out:?}");
+    });
+}

@@ -40,7 +40,9 @@ impl KeyPrefetcher {
             let offset = view.layout().offset(&[item.b, item.g, 0, 0]);
             Some(Rows {
                 base: ptr.wrapping_add(offset * size),
-                stride: view.strides()[2] * size,
+                // The view is validated, so the offsets of its keys fit in the data, but the
+                // stride of a one-key view may be anything (it is only ever multiplied by 0).
+                stride: view.strides()[2].saturating_mul(size),
                 bytes: len * size,
                 keys,
             })

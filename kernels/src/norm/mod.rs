@@ -6,8 +6,10 @@
 //! from `h` in f32 with two passes over the row (mean, then centred variance), never as
 //! `E[h²] − mean²`, so rows with a large mean keep their accuracy.
 
+use crate::dtype::{bf16, f16};
 use crate::error::{Error, Result};
 use crate::isa::{Isa, effective_isa, record_dispatch};
+use crate::simd::load::LoadF32;
 use crate::simd::vectorize;
 use crate::tensor::{Data, DataMut, SharedOut, View, ViewMut};
 use pulp::{Simd, WithSimd};
@@ -315,28 +317,18 @@ impl<'a> Plan<'a> {
         row * stride
     }
 
-    /// Elements `c0..c0 + len` of `row` of `src` as f32: borrowed when f32, else widened into `buf`.
+    /// Elements `c0..c0 + len` of `row` of `src`, in their stored dtype.
     ///
     /// For `Out`/`Sum` the caller must own `row` (no other task touches it) and must not hold
     /// a write to the same run while the returned slice lives.
-    fn read<'s>(
-        &'s self,
-        src: Source<'s>,
-        row: usize,
-        c0: usize,
-        len: usize,
-        buf: &'s mut [f32],
-        isa: Isa,
-    ) -> &'s [f32] {
+    fn read<'s>(&'s self, src: Source<'s>, row: usize, c0: usize, len: usize) -> Operand<'s> {
         let offset = self.row_offset(src, row) + c0;
         let shared = match src {
             Source::Input(view) => {
                 return match view.data() {
-                    Data::F32(s) => &s[offset..offset + len],
-                    data => {
-                        data.widen(offset, &mut buf[..len], isa);
-                        &buf[..len]
-                    }
+                    Data::F32(s) => Operand::F32(&s[offset..offset + len]),
+                    Data::BF16(s) => Operand::BF16(&s[offset..offset + len]),
+                    Data::F16(s) => Operand::F16(&s[offset..offset + len]),
                 };
             }
             Source::Out => &self.out,
@@ -346,27 +338,30 @@ impl<'a> Plan<'a> {
         // is processed by one task), and the row's writes happen only after this read's slice
         // is last used (see `process_row`), so no access to this run overlaps this one.
         match unsafe { shared.run(offset, len) } {
-            DataMut::F32(run) => run,
-            other => {
-                other.as_data().widen(0, &mut buf[..len], isa);
-                &buf[..len]
-            }
+            DataMut::F32(run) => Operand::F32(run),
+            DataMut::BF16(run) => Operand::BF16(run),
+            DataMut::F16(run) => Operand::F16(run),
         }
     }
 }
 
-/// Per-task buffers: the row's `h` (f32) and chunk buffers for widening and rounding.
+/// A chunk of a matrix operand's row in its stored dtype: pass 1 widens it in registers.
+#[derive(Clone, Copy)]
+enum Operand<'s> {
+    F32(&'s [f32]),
+    BF16(&'s [bf16]),
+    F16(&'s [f16]),
+}
+
+/// Per-task buffers: the row's `h` (f32) and a chunk buffer for rounding 16-bit outputs.
 struct Scratch {
     h: Vec<f32>,
-    x: Vec<f32>,
-    r: Vec<f32>,
     y: Vec<f32>,
 }
 
 impl Scratch {
     fn new(hidden: usize) -> Self {
-        let chunk = CHUNK.min(hidden);
-        Scratch { h: vec![0.0; hidden], x: vec![0.0; chunk], r: vec![0.0; chunk], y: vec![0.0; chunk] }
+        Scratch { h: vec![0.0; hidden], y: vec![0.0; CHUNK.min(hidden)] }
     }
 }
 
@@ -457,52 +452,90 @@ impl<S: Simd> Pass1<S> {
     }
 }
 
-/// `h = x [+ r] [+ b]` for one chunk, feeding the statistics.
+/// `h = x [+ r] [+ b]` for one chunk, feeding the statistics; `x` and `r` in any dtype.
 #[inline(always)]
-fn add_chunk<S: Simd, const SQUARE: bool>(
+fn add_operands<S: Simd, const SQUARE: bool>(
     simd: S,
-    x: &[f32],
-    r: Option<&[f32]>,
+    x: Operand,
+    r: Option<Operand>,
     b: Option<&[f32]>,
     h: &mut [f32],
     acc: &mut Pass1<S>,
 ) {
+    macro_rules! with_x {
+        ($r:expr, $R:ty) => {
+            match x {
+                Operand::F32(x) => add_chunk::<S, f32, $R, SQUARE>(simd, x, $r, b, h, acc),
+                Operand::BF16(x) => add_chunk::<S, bf16, $R, SQUARE>(simd, x, $r, b, h, acc),
+                Operand::F16(x) => add_chunk::<S, f16, $R, SQUARE>(simd, x, $r, b, h, acc),
+            }
+        };
+    }
+    match r {
+        None => with_x!(None::<&[f32]>, f32),
+        Some(Operand::F32(r)) => with_x!(Some(r), f32),
+        Some(Operand::BF16(r)) => with_x!(Some(r), bf16),
+        Some(Operand::F16(r)) => with_x!(Some(r), f16),
+    }
+}
+
+/// [`add_operands`] for one pair of dtypes.
+#[inline(always)]
+fn add_chunk<S: Simd, X: LoadF32, R: LoadF32, const SQUARE: bool>(
+    simd: S,
+    x: &[X],
+    r: Option<&[R]>,
+    b: Option<&[f32]>,
+    h: &mut [f32],
+    acc: &mut Pass1<S>,
+) {
+    let tail_start = h.len() / S::F32_LANES * S::F32_LANES;
     let (hv, ht) = S::as_mut_simd_f32s(h);
-    let (xv, xt) = S::as_simd_f32s(x);
+    let xs = |i: usize| X::load_f32s(simd, x, i);
     match (r, b) {
         (Some(r), Some(b)) => {
-            let (rv, rt) = S::as_simd_f32s(r);
-            let (bv, bt) = S::as_simd_f32s(b);
-            let vectors = hv.iter_mut().zip(xv).zip(rv).zip(bv).map(|(((h, &x), &r), &b)| {
-                *h = simd.add_f32s(simd.add_f32s(x, r), b);
+            let bv = S::as_simd_f32s(b).0;
+            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
+                *h = simd.add_f32s(simd.add_f32s(xs(i), R::load_f32s(simd, r, i)), bv[i]);
                 *h
             });
-            let tail = ht.iter_mut().zip(xt).zip(rt).zip(bt).map(|(((h, &x), &r), &b)| {
-                *h = (x + r) + b;
+            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
+                *h = (x[i].to_f32() + r[i].to_f32()) + b[i];
                 *h
             });
             acc.feed::<SQUARE>(simd, vectors, tail);
         }
-        (Some(r), None) | (None, Some(r)) => {
-            let (rv, rt) = S::as_simd_f32s(r);
-            let vectors = hv.iter_mut().zip(xv).zip(rv).map(|((h, &x), &r)| {
-                *h = simd.add_f32s(x, r);
+        (Some(r), None) => {
+            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
+                *h = simd.add_f32s(xs(i), R::load_f32s(simd, r, i));
                 *h
             });
-            let tail = ht.iter_mut().zip(xt).zip(rt).map(|((h, &x), &r)| {
-                *h = x + r;
+            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
+                *h = x[i].to_f32() + r[i].to_f32();
+                *h
+            });
+            acc.feed::<SQUARE>(simd, vectors, tail);
+        }
+        (None, Some(b)) => {
+            let bv = S::as_simd_f32s(b).0;
+            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
+                *h = simd.add_f32s(xs(i), bv[i]);
+                *h
+            });
+            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
+                *h = x[i].to_f32() + b[i];
                 *h
             });
             acc.feed::<SQUARE>(simd, vectors, tail);
         }
         (None, None) => {
-            let vectors = hv.iter_mut().zip(xv).map(|(h, &x)| {
-                *h = x;
-                x
+            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
+                *h = xs(i);
+                *h
             });
-            let tail = ht.iter_mut().zip(xt).map(|(h, &x)| {
-                *h = x;
-                x
+            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
+                *h = x[i].to_f32();
+                *h
             });
             acc.feed::<SQUARE>(simd, vectors, tail);
         }
@@ -575,7 +608,7 @@ fn scale_chunk<S: Simd>(simd: S, h: &[f32], mean: f32, inv: f32, gamma: &[f32], 
 fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch, isa: Isa) {
     let n = plan.hidden;
     let square = plan.kind == NormKind::RmsNorm;
-    let Scratch { h: h_buf, x: x_buf, r: r_buf, y: y_buf } = scratch;
+    let Scratch { h: h_buf, y: y_buf } = scratch;
     let mut acc = Pass1::new(simd);
     // A plain norm of an f32 input view reads the row in place; everything else forms `h`.
     let direct = match (plan.x, plan.residual, &plan.bias, &plan.sum) {
@@ -601,14 +634,14 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
         None => {
             for c0 in (0..n).step_by(CHUNK) {
                 let len = CHUNK.min(n - c0);
-                let x = plan.read(plan.x, row, c0, len, x_buf, isa);
-                let r = plan.residual.map(|src| plan.read(src, row, c0, len, r_buf, isa));
+                let x = plan.read(plan.x, row, c0, len);
+                let r = plan.residual.map(|src| plan.read(src, row, c0, len));
                 let b = plan.bias.as_deref().map(|b| &b[c0..c0 + len]);
                 let h_chunk = &mut h_buf[c0..c0 + len];
                 if square {
-                    add_chunk::<S, true>(simd, x, r, b, h_chunk, &mut acc);
+                    add_operands::<S, true>(simd, x, r, b, h_chunk, &mut acc);
                 } else {
-                    add_chunk::<S, false>(simd, x, r, b, h_chunk, &mut acc);
+                    add_operands::<S, false>(simd, x, r, b, h_chunk, &mut acc);
                 }
                 if let Some(sum) = &plan.sum {
                     let offset = plan.row_offset(Source::Sum, row) + c0;

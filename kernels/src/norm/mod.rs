@@ -104,8 +104,8 @@ pub struct NormWeights<'a> {
     pub beta: Option<View<'a>>,
 }
 
-/// Elements per chunk when 16-bit rows are widened or outputs are rounded (a multiple of every
-/// vector width, so chunking never changes which lane an element accumulates in).
+/// Elements per chunk of a row's passes (a multiple of every vector width, so chunking never
+/// changes which lane an element accumulates in); 16-bit outputs are rounded a chunk at a time.
 const CHUNK: usize = 512;
 /// Elements of work per parallel piece: rows are grouped into blocks of about this size. The
 /// block size depends only on `hidden`, never on the thread count (rows are independent, so
@@ -120,9 +120,10 @@ const PREFETCH_MIN_ROW_BYTES: usize = 8 * 1024;
 
 /// `h = x + residual + bias; out = norm(h)·γ + β`, writing `h` to `sum_out` when given.
 ///
-/// Per row: `h` is formed in f32 (`(x + residual) + bias`, each input widened exactly), the
-/// statistics are taken from `h` in f32 with two passes over the row while it is in cache
-/// (mean, then the centred sum of squares with the mean corrected by `Σ(h − mean)/n`), and
+/// Per row: `h` is formed in f32 (`(x + residual) + bias`, each input widened exactly, in
+/// registers), the statistics are taken from `h` in f32 with two passes over the row while it
+/// is in cache (mean, then the centred sum of squares with the mean corrected by
+/// `Σ(h − mean)/n`), and
 /// `out` is rounded once to its dtype. `x + residual` is never written to memory and read back.
 ///
 /// Edge cases, as the reference defines them: a row whose variance (LayerNorm) or mean square

@@ -71,6 +71,8 @@ pub trait Element: sealed::Sealed + Copy + Default + Send + Sync + PartialEq + s
     fn wrap(slice: &[Self]) -> crate::tensor::Data<'_>;
     /// Tags a mutable slice of this type.
     fn wrap_mut(slice: &mut [Self]) -> crate::tensor::DataMut<'_>;
+    /// The slice itself when this type is f32 (for kernels' f32-only fast paths), else `None`.
+    fn as_f32(slice: &[Self]) -> Option<&[f32]>;
 }
 
 macro_rules! impl_element {
@@ -90,6 +92,12 @@ macro_rules! impl_element {
             }
             fn wrap_mut(slice: &mut [Self]) -> crate::tensor::DataMut<'_> {
                 crate::tensor::DataMut::$tag(slice)
+            }
+            fn as_f32(slice: &[Self]) -> Option<&[f32]> {
+                match Self::wrap(slice) {
+                    crate::tensor::Data::F32(s) => Some(s),
+                    _ => None,
+                }
             }
         }
     };

@@ -29,6 +29,7 @@ mod driver;
 mod gemv;
 #[allow(unsafe_code)]
 mod kernel;
+#[allow(unsafe_code)]
 mod pack;
 
 use crate::dtype::DType;
@@ -130,12 +131,17 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
         }
         return Ok(());
     }
-    let panels = match b.data() {
-        crate::Data::BF16(src) if dot_bf16(isa, a) => Panels::BF16(pack::pack_b_bf16_pairs(b, src)),
-        _ => Panels::F32(pack::pack_b(b, isa)),
-    };
-    let packed = PackedMatrix { panels, n: dims.n, k: dims.k };
-    run_packed(a, &packed, bias, c, params, dims, isa)
+    match b.data() {
+        crate::Data::BF16(src) if dot_bf16(isa, a) => {
+            let pairs = pack::pack_b_bf16_pairs(b, src);
+            run_packed(a, driver::PanelsRef::BF16(&pairs), bias, c, params, dims, isa)
+        }
+        _ => pack::with_per_call_buffers(|b_buf, a_buf| {
+            pack::pack_b_into(b, isa, b_buf);
+            let panels = driver::PanelsRef::F32(b_buf.as_slice());
+            run_packed_with(a, panels, bias, c, params, dims, isa, a_buf)
+        }),
+    }
 }
 
 /// Weights `B[N, K]` packed once (at model load) for repeated [`matmul_packed`] calls.
@@ -234,19 +240,40 @@ pub fn matmul_packed(
         }
     }
     let isa = crate::isa::effective_isa();
-    run_packed(a, b, bias, c, params, MatmulDims { m, n: b.n, k }, isa)
+    let panels = match &b.panels {
+        Panels::F32(buf) => driver::PanelsRef::F32(buf.as_slice()),
+        Panels::BF16(buf) => driver::PanelsRef::BF16(buf),
+        Panels::F16(buf) => driver::PanelsRef::F16(buf),
+    };
+    run_packed(a, panels, bias, c, params, MatmulDims { m, n: b.n, k }, isa)
 }
 
+/// [`run_packed_with`] with this thread's per-call buffer for the A panels.
 fn run_packed(
     a: &View,
-    b: &PackedMatrix,
+    b: driver::PanelsRef,
     bias: Option<&View>,
     c: &mut ViewMut,
     params: &MatmulParams,
     dims: MatmulDims,
     isa: Isa,
 ) -> Result<()> {
-    let dot = matches!(b.panels, Panels::BF16(_)) && dot_bf16(isa, a);
+    pack::with_per_call_buffers(|_, a_buf| run_packed_with(a, b, bias, c, params, dims, isa, a_buf))
+}
+
+/// Packs A into `a_buf` and runs the blocked driver over the B panels `b`.
+#[allow(clippy::too_many_arguments)]
+fn run_packed_with(
+    a: &View,
+    b: driver::PanelsRef,
+    bias: Option<&View>,
+    c: &mut ViewMut,
+    params: &MatmulParams,
+    dims: MatmulDims,
+    isa: Isa,
+    a_buf: &mut pack::AlignedBuf,
+) -> Result<()> {
+    let dot = matches!(b, driver::PanelsRef::BF16(_)) && dot_bf16(isa, a);
     let run = if dot { Isa::Avx512Bf16 } else { isa.min(Isa::Avx512).min(crate::isa::detected_isa()) };
     crate::isa::record_dispatch(run);
     let lanes = match run {
@@ -256,21 +283,20 @@ fn run_packed(
     };
     let mr = kernel::mr_for_lanes(lanes);
     let parallel = 2 * dims.m * dims.n * dims.k >= 1 << 22;
-    let (a_packed, a_pairs) = match a.data() {
-        crate::Data::BF16(src) if dot => (pack::AlignedBuf::zeroed(0), pack::pack_a_bf16_pairs(a, src, mr)),
-        _ => (pack::pack_a(a, mr, run, parallel), Vec::new()),
+    let a_pairs = match a.data() {
+        crate::Data::BF16(src) if dot => pack::pack_a_bf16_pairs(a, src, mr),
+        _ => {
+            pack::pack_a_into(a, mr, run, parallel, a_buf);
+            Vec::new()
+        }
     };
     let problem = driver::Problem {
         m: dims.m,
         n: dims.n,
         k: dims.k,
         mr,
-        a: a_packed.as_slice(),
-        b: match &b.panels {
-            Panels::F32(buf) => driver::PanelsRef::F32(buf.as_slice()),
-            Panels::BF16(buf) => driver::PanelsRef::BF16(buf),
-            Panels::F16(buf) => driver::PanelsRef::F16(buf),
-        },
+        a: if dot { &[] } else { a_buf.as_slice() },
+        b,
         bias,
         params: *params,
         isa: run,

@@ -6,11 +6,12 @@
 use super::kernel::NR;
 use crate::dtype::{DType, Element, bf16};
 use crate::isa::Isa;
-use crate::tensor::View;
+use crate::tensor::{Data, View};
 use rayon::prelude::*;
+use std::cell::Cell;
 
-/// A zero-initialised f32 buffer whose first element is 64-byte aligned (a cache line, one
-/// zmm register), so packed panels never split loads across lines.
+/// An f32 buffer whose first element is 64-byte aligned (a cache line, one zmm register), so
+/// packed panels never split loads across lines. Zero-initialised when allocated.
 #[derive(Debug)]
 pub(super) struct AlignedBuf {
     raw: Vec<f32>,
@@ -20,11 +21,22 @@ pub(super) struct AlignedBuf {
 
 impl AlignedBuf {
     const ALIGN_ELEMS: usize = 16;
+    pub(super) const EMPTY: AlignedBuf = AlignedBuf { raw: Vec::new(), start: 0, len: 0 };
 
     pub(super) fn zeroed(len: usize) -> Self {
         let raw = vec![0f32; len + Self::ALIGN_ELEMS];
         let start = raw.as_ptr().align_offset(64).min(Self::ALIGN_ELEMS);
         AlignedBuf { raw, start, len }
+    }
+
+    /// Makes the buffer `len` long, keeping its allocation when it is large enough. The
+    /// contents are left as they are (stale values): the caller overwrites all `len` elements.
+    fn reuse(&mut self, len: usize) {
+        if self.raw.len() < len + Self::ALIGN_ELEMS {
+            *self = AlignedBuf::zeroed(len);
+        }
+        self.start = self.raw.as_ptr().align_offset(64).min(Self::ALIGN_ELEMS);
+        self.len = len;
     }
 
     pub(super) fn as_slice(&self) -> &[f32] {
@@ -33,6 +45,12 @@ impl AlignedBuf {
 
     pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+impl Default for AlignedBuf {
+    fn default() -> Self {
+        Self::EMPTY
     }
 }
 
@@ -47,12 +65,34 @@ impl Clone for AlignedBuf {
 /// Elements below which packing runs on the calling thread.
 const PARALLEL_PACK_ELEMS: usize = 1 << 16;
 
+thread_local! {
+    /// The per-call packing buffers of [`super::matmul`] (B panels, A panels), kept between
+    /// calls: allocating and zeroing megabytes per call cost about a tenth of a MiniLM-sized
+    /// matmul. Each thread keeps the largest it has needed.
+    static PER_CALL: Cell<[AlignedBuf; 2]> = const { Cell::new([AlignedBuf::EMPTY, AlignedBuf::EMPTY]) };
+}
+
+/// Runs `f` with this thread's per-call (B, A) packing buffers.
+pub(super) fn with_per_call_buffers<R>(f: impl FnOnce(&mut AlignedBuf, &mut AlignedBuf) -> R) -> R {
+    let [mut b, mut a] = PER_CALL.take();
+    let result = f(&mut b, &mut a);
+    PER_CALL.set([b, a]);
+    result
+}
+
 /// Packs the logical `[n, k]` view `b` into `n.div_ceil(NR)` panels of `k·NR` f32.
 pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
+    let mut buf = AlignedBuf::EMPTY;
+    pack_b_into(b, isa, &mut buf);
+    buf
+}
+
+/// [`pack_b`] into `buf` (reusing its allocation; every element is written).
+pub(super) fn pack_b_into(b: &View, isa: Isa, buf: &mut AlignedBuf) {
     let (n, k) = (b.shape()[0], b.shape()[1]);
-    let mut buf = AlignedBuf::zeroed(n.div_ceil(NR) * k * NR);
+    buf.reuse(n.div_ceil(NR) * k * NR);
     if k == 0 || n == 0 {
-        return buf;
+        return;
     }
     let pack_panel = |(jp, panel): (usize, &mut [f32])| pack_b_panel(b, isa, jp * NR, panel);
     if n * k >= PARALLEL_PACK_ELEMS {
@@ -60,7 +100,6 @@ pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
     } else {
         buf.as_mut_slice().chunks_mut(k * NR).enumerate().for_each(pack_panel);
     }
-    buf
 }
 
 /// Packs the logical `[n, k]` view `b` into panels of its own 16-bit type (values copied,
@@ -112,19 +151,11 @@ fn pack_b_panel(b: &View, isa: Isa, j0: usize, panel: &mut [f32]) {
             data.widen(base + p * sk, &mut dst[..cols], isa);
         }
     } else if sk == 1 || k == 1 {
-        // [N, K] storage: a transpose, done in K blocks so the block being written
-        // (`KB × NR` f32 = 64 KiB) stays in L2 while each weight row is read in 1 KiB bursts
-        // (KB = 256 measured faster than 64 on K = 1536: fewer, longer read streams).
-        const KB: usize = 256;
-        let mut run = [0f32; KB];
-        for (blk, dst) in panel.chunks_mut(KB * NR).enumerate() {
-            let len = dst.len() / NR;
-            for jj in 0..cols {
-                data.widen(base + jj * sn + blk * KB, &mut run[..len], isa);
-                for (d, &v) in dst.chunks_exact_mut(NR).zip(&run[..len]) {
-                    d[jj] = v;
-                }
-            }
+        // [N, K] storage: a transpose.
+        match data {
+            Data::F32(src) => transpose_rows(src, base, sn, cols, k, panel, isa),
+            Data::BF16(src) => transpose_rows(src, base, sn, cols, k, panel, isa),
+            Data::F16(src) => transpose_rows(src, base, sn, cols, k, panel, isa),
         }
     } else {
         for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
@@ -133,15 +164,106 @@ fn pack_b_panel(b: &View, isa: Isa, j0: usize, panel: &mut [f32]) {
             }
         }
     }
+    if cols < NR {
+        // The tail panel's padding columns (the buffer may hold stale values).
+        for dst in panel.chunks_exact_mut(NR) {
+            dst[cols..].fill(0.0);
+        }
+    }
 }
 
-/// Packs A (`[m, k]`, any strides) into `mr`-row panels: panel `ip` starts at `ip·mr·k` and is
-/// `[k][rows]` with `rows = min(mr, m − ip·mr)`.
-pub(super) fn pack_a(a: &View, mr: usize, isa: Isa, parallel: bool) -> AlignedBuf {
+/// Panel column `jj` ← weight row `src[base + jj·sn..][..k]`, for `jj < cols`: a transpose in
+/// 16 × 16 blocks (in registers for f32 at AVX-512, else element by element). A block's 16
+/// source rows are read one cache line each and prefetched a few lines ahead; its 16 panel
+/// rows get one 64-byte run each. (Scattering one weight row at a time into the panel, a
+/// strided store per element, measured 5× slower.)
+#[allow(clippy::too_many_arguments)]
+fn transpose_rows<T: Element>(src: &[T], base: usize, sn: usize, cols: usize, k: usize, panel: &mut [f32], isa: Isa) {
+    const BLOCK: usize = 16;
+    // f32 rows at AVX-512: 16 × 16 blocks transposed in registers.
+    let in_registers = T::as_f32(src).filter(|_| isa.min(crate::isa::detected_isa()) >= Isa::Avx512);
+    for j0 in (0..cols).step_by(BLOCK) {
+        let width = BLOCK.min(cols - j0);
+        let rows: [&[T]; BLOCK] =
+            std::array::from_fn(|jj| if jj < width { &src[base + (j0 + jj) * sn..][..k] } else { &[] });
+        for p0 in (0..k).step_by(BLOCK) {
+            let depth = BLOCK.min(k - p0);
+            for row in &rows[..width] {
+                crate::simd::prefetch::l1(row.as_ptr().wrapping_add(p0 + 2 * BLOCK));
+            }
+            let dst = &mut panel[p0 * NR + j0..];
+            #[cfg(target_arch = "x86_64")]
+            if let Some(src) = in_registers
+                && width == BLOCK
+                && depth == BLOCK
+            {
+                let block = std::array::from_fn(|jj| &src[base + (j0 + jj) * sn + p0..][..BLOCK]);
+                // SAFETY: AVX-512 F was detected (the level is clamped to the detected one).
+                unsafe { x86::transpose16(block, &mut dst[..(BLOCK - 1) * NR + BLOCK]) };
+                continue;
+            }
+            let _ = in_registers;
+            for p in 0..depth {
+                for (d, row) in dst[p * NR..p * NR + width].iter_mut().zip(&rows) {
+                    *d = row[p0 + p].to_f32();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    /// `dst[p·NR + j] = rows[j][p]` for a 16 × 16 block: four stages of in-lane and cross-lane
+    /// shuffles (pairs, then 2 × 2 blocks, then 128-bit lanes twice).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn transpose16(rows: [&[f32]; 16], dst: &mut [f32]) {
+        assert!(dst.len() > 15 * NR + 15);
+        let mut r: [__m512; 16] = std::array::from_fn(|j| {
+            assert_eq!(rows[j].len(), 16);
+            // SAFETY: the row holds 16 elements (asserted); unaligned load.
+            unsafe { _mm512_loadu_ps(rows[j].as_ptr()) }
+        });
+        let mut t = r;
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        for g in 0..4 {
+            let b = 4 * g;
+            r[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
+            r[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
+            r[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+            r[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
+        }
+        for h in 0..2 {
+            let b = 8 * h;
+            for i in 0..4 {
+                t[b + i] = _mm512_shuffle_f32x4::<0x88>(r[b + i], r[b + 4 + i]);
+                t[b + 4 + i] = _mm512_shuffle_f32x4::<0xDD>(r[b + i], r[b + 4 + i]);
+            }
+        }
+        for i in 0..8 {
+            r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
+            r[8 + i] = _mm512_shuffle_f32x4::<0xDD>(t[i], t[8 + i]);
+        }
+        for (p, v) in r.iter().enumerate() {
+            // SAFETY: p·NR + 16 <= dst.len() (asserted above); unaligned store.
+            unsafe { _mm512_storeu_ps(dst[p * NR..].as_mut_ptr(), *v) };
+        }
+    }
+}
+
+/// Packs A (`[m, k]`, any strides) into `buf` as `mr`-row panels: panel `ip` starts at
+/// `ip·mr·k` and is `[k][rows]` with `rows = min(mr, m − ip·mr)` (every element is written).
+pub(super) fn pack_a_into(a: &View, mr: usize, isa: Isa, parallel: bool, buf: &mut AlignedBuf) {
     let (m, k) = (a.shape()[0], a.shape()[1]);
-    let mut buf = AlignedBuf::zeroed(m * k);
+    buf.reuse(m * k);
     if m == 0 || k == 0 {
-        return buf;
+        return;
     }
     let pack_panel = |(ip, panel): (usize, &mut [f32])| pack_a_panel(a, isa, ip * mr, panel.len() / k, panel);
     if parallel && m * k >= PARALLEL_PACK_ELEMS {
@@ -149,7 +271,6 @@ pub(super) fn pack_a(a: &View, mr: usize, isa: Isa, parallel: bool) -> AlignedBu
     } else {
         buf.as_mut_slice().chunks_mut(mr * k).enumerate().for_each(pack_panel);
     }
-    buf
 }
 
 fn pack_a_panel(a: &View, isa: Isa, i0: usize, rows: usize, panel: &mut [f32]) {

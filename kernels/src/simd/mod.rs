@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod exp;
 pub mod load;
+pub mod prefetch;
 pub mod reduce;
 
 use crate::isa::{Isa, detected_isa};

@@ -20,7 +20,6 @@
 mod decode;
 #[allow(unsafe_code)]
 mod flash;
-#[allow(unsafe_code)]
 mod prefetch;
 
 use crate::dtype::DType;

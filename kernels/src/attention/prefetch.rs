@@ -55,23 +55,8 @@ impl KeyPrefetcher {
     pub(super) fn fetch(&self, j0: usize, j1: usize) {
         for rows in self.rows.iter().flatten() {
             for j in j0..j1.min(rows.keys) {
-                let row = rows.base.wrapping_add(j * rows.stride);
-                for line in (0..rows.bytes).step_by(64) {
-                    hint(row.wrapping_add(line));
-                }
+                crate::simd::prefetch::l2_range(rows.base.wrapping_add(j * rows.stride), rows.bytes);
             }
         }
     }
-}
-
-#[inline(always)]
-fn hint(address: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults and has no architectural effect, whatever
-    // the address (here always inside the validated K/V view); SSE is in the x86-64 baseline.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(address.cast::<i8>())
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = address;
 }

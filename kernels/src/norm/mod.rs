@@ -703,25 +703,16 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
     }
 }
 
-/// Hints the cache lines of elements `offset..offset + len` of `data` into L2 (a wide row pair would not fit L1).
+/// Hints the cache lines of elements `offset..offset + len` of `data` into L2 (a wide row pair
+/// would not fit L1).
 #[inline(always)]
 fn prefetch(data: Data, offset: usize, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        let (ptr, bytes) = match data {
-            Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 4),
-            Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
-            Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<i8>(), len * 2),
-        };
-        for line in (0..bytes).step_by(64) {
-            // SAFETY: `line < bytes`, so the address lies inside the slice just indexed; a
-            // prefetch is only a hint and never faults or changes memory (SSE is baseline).
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(ptr.add(line)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (data, offset, len);
+    let (start, bytes) = match data {
+        Data::F32(s) => (s[offset..offset + len].as_ptr().cast::<u8>(), len * 4),
+        Data::F16(s) => (s[offset..offset + len].as_ptr().cast::<u8>(), len * 2),
+        Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<u8>(), len * 2),
+    };
+    crate::simd::prefetch::l2_range(start, bytes);
 }
 
 /// Rounds `src` into `dst` (same length). At `Avx512Bf16`, bf16 results use `vcvtneps2bf16`

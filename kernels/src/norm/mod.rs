@@ -244,6 +244,8 @@ struct Plan<'a> {
     beta: Option<Cow<'a, [f32]>>,
     out: SharedOut<'a>,
     sum: Option<SharedOut<'a>>,
+    /// The input views whose next row is prefetched while a row is stored (wide rows only).
+    prefetched: [Option<View<'a>>; 2],
 }
 
 /// A `[hidden]` vector as f32: borrowed when it is f32 already, widened once otherwise.
@@ -272,7 +274,15 @@ impl<'a> Plan<'a> {
         isa: Isa,
     ) -> Self {
         let hidden = dims.hidden;
+        // Only wide rows need it: the hardware prefetchers follow rows of a few KiB on their
+        // own (hinting them measured 8–11 % slower in cache, no faster from DRAM), but not
+        // 16 KiB ones.
+        let wide_input = |src: Option<Source<'a>>| match src {
+            Some(Source::Input(view)) if hidden * view.dtype().size() >= PREFETCH_MIN_ROW_BYTES => Some(view),
+            _ => None,
+        };
         Plan {
+            prefetched: [wide_input(Some(x)), wide_input(residual)],
             rows: dims.rows,
             hidden,
             kind: params.kind,
@@ -309,6 +319,7 @@ impl<'a> Plan<'a> {
     }
 
     /// The element offset of `row` in a matrix operand.
+    #[inline(always)]
     fn row_offset(&self, src: Source, row: usize) -> usize {
         let stride = match src {
             Source::Input(view) => view.strides()[0],
@@ -322,6 +333,7 @@ impl<'a> Plan<'a> {
     ///
     /// For `Out`/`Sum` the caller must own `row` (no other task touches it) and must not hold
     /// a write to the same run while the returned slice lives.
+    #[inline(always)]
     fn read<'s>(&'s self, src: Source<'s>, row: usize, c0: usize, len: usize) -> Operand<'s> {
         let offset = self.row_offset(src, row) + c0;
         let shared = match src {
@@ -676,16 +688,10 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
     let out_offset = plan.row_offset(Source::Out, row);
     for c0 in (0..n).step_by(CHUNK) {
         let len = CHUNK.min(n - c0);
-        // The next row's inputs stream in while this row is scaled and stored. Only wide rows
-        // need it: the hardware prefetchers follow rows of a few KiB on their own (hinting
-        // them measured 8–11 % slower in cache, no faster from DRAM), but not 16 KiB ones.
+        // The next row's (wide) inputs stream in while this row is scaled and stored.
         if row + 1 < plan.rows {
-            for src in [Some(plan.x), plan.residual].into_iter().flatten() {
-                if let Source::Input(view) = src
-                    && n * view.data().dtype().size() >= PREFETCH_MIN_ROW_BYTES
-                {
-                    prefetch(view.data(), plan.row_offset(src, row + 1) + c0, len);
-                }
+            for view in plan.prefetched.iter().flatten() {
+                prefetch(view.data(), (row + 1) * view.strides()[0] + c0, len);
             }
         }
         let (hc, gamma) = (&h[c0..c0 + len], &plan.gamma[c0..c0 + len]);

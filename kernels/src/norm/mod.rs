@@ -431,19 +431,22 @@ impl<S: Simd> Pass1<S> {
         tail: impl Iterator<Item = f32>,
     ) {
         let (mut s0, mut s1) = self.sum;
-        let (mut lo, mut hi) = (self.min, self.max);
+        let (mut lo0, mut hi0) = (self.min, self.max);
+        let (mut lo1, mut hi1) = (lo0, hi0);
         for v in vectors {
             if SQUARE {
                 s0 = simd.mul_add_e_f32s(v, v, s0);
             } else {
                 s0 = simd.add_f32s(s0, v);
-                lo = simd.min_f32s(lo, v);
-                hi = simd.max_f32s(hi, v);
+                lo0 = simd.min_f32s(lo0, v);
+                hi0 = simd.max_f32s(hi0, v);
             }
             std::mem::swap(&mut s0, &mut s1);
+            std::mem::swap(&mut lo0, &mut lo1);
+            std::mem::swap(&mut hi0, &mut hi1);
         }
         self.sum = (s0, s1);
-        (self.min, self.max) = (lo, hi);
+        (self.min, self.max) = (simd.min_f32s(lo0, lo1), simd.max_f32s(hi0, hi1));
         for v in tail {
             if SQUARE {
                 self.tail_sum += v * v;

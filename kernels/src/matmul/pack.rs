@@ -337,6 +337,10 @@ pub(super) fn pack_b_bf16_pairs(b: &View, src: &[bf16]) -> Vec<bf16> {
         let j0 = jp * NR;
         let cols = NR.min(n - j0);
         let base = b.layout().offset(&[j0, 0]);
+        if sk == 1 || k == 1 {
+            pair_rows(src, base, sn, cols, k, panel);
+            return;
+        }
         // K blocks of 64 so the written block (32 pairs × NR × 2 bf16 = 8 KiB) stays in L1.
         const KB: usize = 64;
         for p0 in (0..k).step_by(KB) {
@@ -354,6 +358,30 @@ pub(super) fn pack_b_bf16_pairs(b: &View, src: &[bf16]) -> Vec<bf16> {
         buf.chunks_mut(kp * 2 * NR).enumerate().for_each(pack_panel);
     }
     buf
+}
+
+/// Panel pair `(kp, jj)` ← elements `2kp, 2kp + 1` of weight row `src[base + jj·sn..][..k]`
+/// (the odd-K tail zero), for `jj < cols`: [`transpose_rows`]'s blocking with a k pair as the
+/// element.
+fn pair_rows(src: &[bf16], base: usize, sn: usize, cols: usize, k: usize, panel: &mut [bf16]) {
+    const BLOCK: usize = 16;
+    for j0 in (0..cols).step_by(BLOCK) {
+        let width = BLOCK.min(cols - j0);
+        let rows: [&[bf16]; BLOCK] =
+            std::array::from_fn(|jj| if jj < width { &src[base + (j0 + jj) * sn..][..k] } else { &[] });
+        for (kp, dst) in panel.chunks_exact_mut(2 * NR).enumerate() {
+            let p = 2 * kp;
+            if kp % BLOCK == 0 {
+                for row in &rows[..width] {
+                    crate::simd::prefetch::l1(row.as_ptr().wrapping_add(p + 4 * BLOCK));
+                }
+            }
+            for (pair, row) in dst[2 * j0..2 * (j0 + width)].chunks_exact_mut(2).zip(&rows) {
+                pair[0] = row[p];
+                pair[1] = if p + 1 < k { row[p + 1] } else { bf16::ZERO };
+            }
+        }
+    }
 }
 
 /// Packs bf16 A (`[m, k]`, any strides; `src` is its data) into `mr`-row panels of k pairs:

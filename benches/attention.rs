@@ -7,37 +7,11 @@
 //! `cargo bench --bench attention` (filter e.g. `-- long2k/f32`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flashkern::bench::shapes::{ATTENTION, AttentionShape as Shape};
 use flashkern_kernels::attention::{AttentionParams, Causal, attention};
 use flashkern_kernels::testing::{Buffer as Buf, Rng};
 use flashkern_kernels::{DType, View, ViewMut};
 use std::time::Duration;
-
-struct Shape {
-    id: &'static str,
-    b: usize,
-    h_q: usize,
-    h_kv: usize,
-    n_q: usize,
-    n_kv: usize,
-    d: usize,
-    causal: bool,
-}
-
-const SHAPES: &[Shape] = &[
-    Shape { id: "minilm128", b: 1, h_q: 12, h_kv: 12, n_q: 128, n_kv: 128, d: 32, causal: false },
-    Shape { id: "bert512", b: 1, h_q: 12, h_kv: 12, n_q: 512, n_kv: 512, d: 64, causal: false },
-    Shape { id: "long2k", b: 1, h_q: 12, h_kv: 12, n_q: 2048, n_kv: 2048, d: 64, causal: false },
-    Shape { id: "long2k_causal", b: 1, h_q: 12, h_kv: 12, n_q: 2048, n_kv: 2048, d: 64, causal: true },
-    Shape { id: "long4k_d128_causal", b: 1, h_q: 8, h_kv: 8, n_q: 4096, n_kv: 4096, d: 128, causal: true },
-    Shape { id: "decode_gqa", b: 1, h_q: 32, h_kv: 8, n_q: 1, n_kv: 4096, d: 128, causal: false },
-];
-
-impl Shape {
-    fn flops(&self) -> u64 {
-        let f = 4 * self.b * self.h_q * self.n_q * self.n_kv * self.d;
-        (if self.causal { f / 2 } else { f }) as u64
-    }
-}
 
 /// The dtype configurations: (name, q, k/v, out).
 const DTYPES: &[(&str, DType, DType, DType)] = &[
@@ -47,8 +21,34 @@ const DTYPES: &[(&str, DType, DType, DType)] = &[
     ("bf16", DType::BF16, DType::BF16, DType::BF16),
 ];
 
-fn contiguous(shape: [usize; 4]) -> Vec<usize> {
-    vec![shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1]
+/// Random q, k, v and an output for shape `s` in the given dtypes.
+struct Inputs {
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    out: Buf,
+    q_shape: [usize; 4],
+    kv_shape: [usize; 4],
+}
+
+impl Inputs {
+    fn new(s: &Shape, (qt, kvt, ot): (DType, DType, DType), rng: &mut Rng) -> Inputs {
+        let (q_shape, kv_shape) = ([s.b, s.h_q, s.n_q, s.d], [s.b, s.h_kv, s.n_kv, s.d]);
+        let random =
+            |dtype, shape: [usize; 4], rng: &mut Rng| Buf::random(dtype, shape.iter().product(), rng, -1.0, 1.0);
+        let (q, k, v) = (random(qt, q_shape, rng), random(kvt, kv_shape, rng), random(kvt, kv_shape, rng));
+        Inputs { q, k, v, out: random(ot, q_shape, rng), q_shape, kv_shape }
+    }
+
+    /// Contiguous `[B, H, N, D]` views of q, k, v and the output.
+    fn views(&mut self) -> (View<'_>, View<'_>, View<'_>, ViewMut<'_>) {
+        (
+            self.q.contiguous("q", &self.q_shape).unwrap(),
+            self.k.contiguous("k", &self.kv_shape).unwrap(),
+            self.v.contiguous("v", &self.kv_shape).unwrap(),
+            self.out.contiguous_mut("out", &self.q_shape).unwrap(),
+        )
+    }
 }
 
 /// Naive materialised attention in f32: S = QKᵀ·scale (whole [Nq, Nkv] matrix per head), softmax
@@ -100,21 +100,15 @@ fn bench(c: &mut Criterion) {
         [1, 2].into_iter().map(|n| (n, rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap())).collect();
     let mut group = c.benchmark_group("attention");
     group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
-    for s in SHAPES {
+    for s in ATTENTION {
         let mut rng = Rng::new(1);
         let (q_shape, kv_shape) = ([s.b, s.h_q, s.n_q, s.d], [s.b, s.h_kv, s.n_kv, s.d]);
         let params =
             AttentionParams { causal: if s.causal { Causal::TopLeft } else { Causal::None }, ..Default::default() };
-        group.throughput(Throughput::Elements(s.flops()));
+        group.throughput(Throughput::Elements(s.flops() as u64));
         for &(name, qt, kvt, ot) in DTYPES {
-            let q = Buf::random(qt, q_shape.iter().product(), &mut rng, -1.0, 1.0);
-            let k = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
-            let v = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
-            let mut out = Buf::random(ot, q_shape.iter().product(), &mut rng, -1.0, 1.0);
-            let qv = View::from_data("q", q.data(), &q_shape, &contiguous(q_shape)).unwrap();
-            let kv = View::from_data("k", k.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
-            let vv = View::from_data("v", v.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
-            let mut ov = ViewMut::from_data("out", out.data_mut(), &q_shape, &contiguous(q_shape)).unwrap();
+            let mut inputs = Inputs::new(s, (qt, kvt, ot), &mut rng);
+            let (qv, kv, vv, mut ov) = inputs.views();
             for (threads, pool) in &pools {
                 group.bench_function(BenchmarkId::new(format!("{}/{name}", s.id), format!("{threads}t")), |bench| {
                     bench.iter(|| pool.install(|| attention(&qv, &kv, &vv, &mut ov, &params, None).unwrap()))
@@ -123,7 +117,7 @@ fn bench(c: &mut Criterion) {
         }
         // The naive baseline, f32, 1 thread (it materialises one head's [Nq, Nkv] at a time). Not
         // run on long4k_d128_causal: ≈ 9 s per iteration, too slow for criterion's 10 samples.
-        if s.flops() > 20_000_000_000 {
+        if s.flops() > 20e9 {
             continue;
         }
         let q: Vec<f32> = rng.vec(q_shape.iter().product(), -1.0, 1.0);
@@ -140,19 +134,12 @@ fn bench(c: &mut Criterion) {
     // Decode as bandwidth: bytes of K + V read.
     let mut group = c.benchmark_group("attention_decode_bytes");
     group.sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
-    let s = &SHAPES[5];
+    let s = ATTENTION.iter().find(|s| s.is_decode()).expect("SHAPES.md has a decode shape");
     let mut rng = Rng::new(2);
-    let (q_shape, kv_shape) = ([s.b, s.h_q, s.n_q, s.d], [s.b, s.h_kv, s.n_kv, s.d]);
     for &(name, qt, kvt, ot) in &DTYPES[..3] {
-        let q = Buf::random(qt, q_shape.iter().product(), &mut rng, -1.0, 1.0);
-        let k = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
-        let v = Buf::random(kvt, kv_shape.iter().product(), &mut rng, -1.0, 1.0);
-        let mut out = Buf::random(ot, q_shape.iter().product(), &mut rng, -1.0, 1.0);
-        let qv = View::from_data("q", q.data(), &q_shape, &contiguous(q_shape)).unwrap();
-        let kv = View::from_data("k", k.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
-        let vv = View::from_data("v", v.data(), &kv_shape, &contiguous(kv_shape)).unwrap();
-        let mut ov = ViewMut::from_data("out", out.data_mut(), &q_shape, &contiguous(q_shape)).unwrap();
-        let bytes = 2 * kv_shape.iter().product::<usize>() * kvt.size();
+        let mut inputs = Inputs::new(s, (qt, kvt, ot), &mut rng);
+        let bytes = 2 * inputs.kv_shape.iter().product::<usize>() * kvt.size();
+        let (qv, kv, vv, mut ov) = inputs.views();
         group.throughput(Throughput::Bytes(bytes as u64));
         for (threads, pool) in &pools {
             group.bench_function(BenchmarkId::new(format!("decode_gqa/{name}"), format!("{threads}t")), |bench| {

@@ -134,12 +134,13 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
     match b.data() {
         crate::Data::BF16(src) if dot_bf16(isa, a) => {
             let pairs = pack::pack_b_bf16_pairs(b, src);
-            run_packed(a, driver::PanelsRef::BF16(&pairs), bias, c, params, dims, isa)
+            let panels = driver::PanelsRef::BF16(&pairs);
+            pack::with_per_call_buffers(|_, a_buf| run_packed(a, panels, bias, c, params, dims, isa, a_buf))
         }
         _ => pack::with_per_call_buffers(|b_buf, a_buf| {
             pack::pack_b_into(b, isa, b_buf);
             let panels = driver::PanelsRef::F32(b_buf.as_slice());
-            run_packed_with(a, panels, bias, c, params, dims, isa, a_buf)
+            run_packed(a, panels, bias, c, params, dims, isa, a_buf)
         }),
     }
 }
@@ -245,25 +246,14 @@ pub fn matmul_packed(
         Panels::BF16(buf) => driver::PanelsRef::BF16(buf),
         Panels::F16(buf) => driver::PanelsRef::F16(buf),
     };
-    run_packed(a, panels, bias, c, params, MatmulDims { m, n: b.n, k }, isa)
+    let dims = MatmulDims { m, n: b.n, k };
+    pack::with_per_call_buffers(|_, a_buf| run_packed(a, panels, bias, c, params, dims, isa, a_buf))
 }
 
-/// [`run_packed_with`] with this thread's per-call buffer for the A panels.
-fn run_packed(
-    a: &View,
-    b: driver::PanelsRef,
-    bias: Option<&View>,
-    c: &mut ViewMut,
-    params: &MatmulParams,
-    dims: MatmulDims,
-    isa: Isa,
-) -> Result<()> {
-    pack::with_per_call_buffers(|_, a_buf| run_packed_with(a, b, bias, c, params, dims, isa, a_buf))
-}
-
-/// Packs A into `a_buf` and runs the blocked driver over the B panels `b`.
+/// Packs A into `a_buf` (this thread's per-call buffer) and runs the blocked driver over the
+/// B panels `b`.
 #[allow(clippy::too_many_arguments)]
-fn run_packed_with(
+fn run_packed(
     a: &View,
     b: driver::PanelsRef,
     bias: Option<&View>,

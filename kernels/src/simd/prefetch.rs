@@ -1,13 +1,16 @@
 //! Cache prefetch hints. A prefetch has no architectural effect and never faults, whatever the
 //! address, so these are safe to call with any pointer (one past a row's end is fine).
 
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+
 /// Hints the cache line holding `address` into L1.
 #[inline(always)]
 pub fn l1<T>(address: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint (no fault, no memory change); SSE is baseline x86-64.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast::<i8>())
+        _mm_prefetch::<_MM_HINT_T0>(address.cast::<i8>())
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = address;
@@ -20,7 +23,7 @@ pub fn l2<T>(address: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: as for `l1`.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(address.cast::<i8>())
+        _mm_prefetch::<_MM_HINT_T1>(address.cast::<i8>())
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = address;

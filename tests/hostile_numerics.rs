@@ -93,7 +93,7 @@ fn norm_rows_with_infinity_or_nan_stay_in_their_row_and_eps_zero_constant_rows_a
         let mut want = vec![0f32; 4 * hidden];
         reference::add_norm(&inputs, &params, &mut ViewMut::contiguous("out", &mut want, &[4, hidden]).unwrap(), None)
             .unwrap();
-        on_every_isa(Isa::Avx512Bf16, |_| {
+        on_every_isa(Isa::Avx512, |_| {
             let mut got = vec![0f32; 4 * hidden];
             norm::add_norm(&inputs, &params, &mut ViewMut::contiguous("out", &mut got, &[4, hidden]).unwrap(), None)
                 .unwrap();

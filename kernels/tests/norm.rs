@@ -218,7 +218,7 @@ fn check_case(case: &Case) {
     let out_tol = Tolerance::accumulation(case.hidden, case.dtypes[2]);
     let out_scale = problem.out_scale(case.kind, case.eps);
     let u32 = f64::from(f32::EPSILON) / 2.0;
-    on_every_isa(Isa::Avx512Bf16, |isa| {
+    on_every_isa(Isa::Avx512, |isa| {
         let (out, sum) = run_with(case, &problem, add_norm);
         assert_close(&format!("out at {isa}, {case:?}"), &out.values(), &want_out.values(), Some(&out_scale), out_tol);
         assert!(out.padding().iter().all(|v| v.is_nan()), "out padding written at {isa}");
@@ -294,7 +294,7 @@ fn in_place_matches(case: &Case) {
         let inputs = p.inputs();
         (inputs.bias, inputs.gamma, inputs.beta)
     }
-    on_every_isa(Isa::Avx512Bf16, |_| {
+    on_every_isa(Isa::Avx512, |_| {
         // Post-norm: the output overwrites x (dtype of x), and, swapped, overwrites the residual.
         let mut case_x = case.clone();
         case_x.dtypes[2] = case.dtypes[0];
@@ -412,7 +412,7 @@ fn a_nan_in_one_row_affects_only_that_row() {
             }
             problem.x = Matrix::new(dtype, rows, hidden, 0, |r, c| x[r * hidden + c]);
             let (want, want_sum) = run_with(&case, &problem, reference::add_norm);
-            on_every_isa(Isa::Avx512Bf16, |isa| {
+            on_every_isa(Isa::Avx512, |isa| {
                 let (out, sum) = run_with(&case, &problem, add_norm);
                 let out = out.values();
                 for r in 0..rows {
@@ -455,7 +455,7 @@ fn zero_variance_rows_follow_the_reference() {
                     problem.x = Matrix::new(dtype, 2, hidden, 0, |_, _| value);
                     let (want, _) = run_with(&case, &problem, reference::add_norm);
                     let beta = problem.beta.as_ref().unwrap().to_f32();
-                    on_every_isa(Isa::Avx512Bf16, |isa| {
+                    on_every_isa(Isa::Avx512, |isa| {
                         let (out, _) = run_with(&case, &problem, add_norm);
                         let (got, want) = (out.values(), want.values());
                         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {

@@ -1,9 +1,12 @@
-//! The in-register helpers kernels share: widening loads are exact for every 16-bit pattern and
-//! the 4-way horizontal sum matches an f64 sum, on every ISA level this machine runs.
+//! The in-register helpers kernels share: widening loads are exact for every 16-bit pattern,
+//! narrowing stores round bit-exactly like `half` (every rounding boundary, NaN, ±∞,
+//! subnormals), and the 4-way horizontal sum matches an f64 sum, on every ISA level this
+//! machine runs.
 
 use flashkern_kernels::isa::runnable_isas;
 use flashkern_kernels::simd::load::LoadF32;
 use flashkern_kernels::simd::reduce::sum4;
+use flashkern_kernels::simd::store::StoreF32;
 use flashkern_kernels::simd::vectorize;
 use flashkern_kernels::testing::Rng;
 use flashkern_kernels::{bf16, f16};
@@ -79,4 +82,52 @@ fn four_way_horizontal_sum_matches_f64() {
             }
         }
     }
+}
+
+/// Stores every vector of `values` with `store_f32s` (the tail is left at zero).
+struct StoreAll<'a, E>(&'a [f32], std::marker::PhantomData<E>);
+
+impl<E: StoreF32> WithSimd for StoreAll<'_, E> {
+    type Output = Vec<E>;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> Vec<E> {
+        let vectors = S::as_simd_f32s(self.0).0;
+        let mut out = vec![E::from_f32(0.0); vectors.len() * S::F32_LANES];
+        for (i, &v) in vectors.iter().enumerate() {
+            E::store_f32s(simd, v, &mut out, i);
+        }
+        out
+    }
+}
+
+fn check_stores<E: StoreF32>(values: &[f32], bits: impl Fn(E) -> u16) {
+    for isa in runnable_isas() {
+        let got = vectorize(isa, StoreAll::<E>(values, std::marker::PhantomData));
+        assert!(got.len() + 16 > values.len(), "{isa}: only {} of {} stored", got.len(), values.len());
+        for (i, (&g, &v)) in got.iter().zip(values).enumerate() {
+            let want = E::from_f32(v);
+            assert_eq!(bits(g), bits(want), "{isa}: element {i} ({v:e}, bits {:#x})", v.to_bits());
+        }
+    }
+}
+
+#[test]
+fn narrowing_stores_round_like_half() {
+    // Every 16-bit value widened, and its neighbours around both formats' half-way points.
+    let mut probes = Vec::new();
+    for h in 0..=u16::MAX {
+        let b = u32::from(h) << 16;
+        let f = f16::from_bits(h).to_f32().to_bits();
+        for delta in [0u32, 1, 0x7fff, 0x8000, 0x8001] {
+            probes.push(f32::from_bits(b.wrapping_add(delta)));
+        }
+        for delta in [0u32, 1, 0xfff, 0x1000, 0x1001] {
+            probes.push(f32::from_bits(f.wrapping_add(delta)));
+            probes.push(f32::from_bits(f.wrapping_sub(delta)));
+        }
+    }
+    let mut rng = Rng::new(3);
+    probes.extend((0..4096).map(|_| f32::from_bits(rng.next_u64() as u32)));
+    check_stores::<bf16>(&probes, |x| x.to_bits());
+    check_stores::<f16>(&probes, |x| x.to_bits());
 }

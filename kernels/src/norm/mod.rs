@@ -10,6 +10,7 @@ use crate::dtype::{bf16, f16};
 use crate::error::{Error, Result};
 use crate::isa::{Isa, effective_isa, record_dispatch};
 use crate::simd::load::LoadF32;
+use crate::simd::store::StoreF32;
 use crate::simd::vectorize;
 use crate::tensor::{Data, DataMut, SharedOut, View, ViewMut};
 use pulp::{Simd, WithSimd};
@@ -105,7 +106,7 @@ pub struct NormWeights<'a> {
 }
 
 /// Elements per chunk of a row's passes (a multiple of every vector width, so chunking never
-/// changes which lane an element accumulates in); 16-bit outputs are rounded a chunk at a time.
+/// changes which lane an element accumulates in).
 const CHUNK: usize = 512;
 /// Elements of work per parallel piece: rows are grouped into blocks of about this size. The
 /// block size depends only on `hidden`, never on the thread count (rows are independent, so
@@ -132,9 +133,9 @@ const PREFETCH_MIN_ROW_BYTES: usize = 8 * 1024;
 /// 0). A NaN or ±∞ in a row makes that row's `out` NaN and touches no other row; `sum_out`
 /// keeps the element-wise sums. Rows whose f32 sum overflows (|h| ≈ 10³⁸) are out of range.
 ///
-/// ISA: one body for every level (pulp's V4 / V3 / scalar); at `avx512bf16` bf16 outputs are
-/// rounded with `vcvtneps2bf16`, which flushes f32-subnormal results (|v| < 1.2·10⁻³⁸) to ±0.
-/// Rows are independent, so results are bit-identical for any thread count.
+/// ISA: one body for every level (pulp's V4 / V3 / scalar; `avx512bf16` runs the AVX-512 one);
+/// 16-bit outputs are rounded in registers, nearest-even, subnormals kept. Rows are
+/// independent, so results are bit-identical for any thread count.
 pub fn add_norm(
     inputs: &NormInputs,
     params: &NormParams,
@@ -298,8 +299,7 @@ impl<'a> Plan<'a> {
     }
 
     fn run(&self, isa: Isa) {
-        // Avx512Bf16 differs from Avx512 only in how f32 results are rounded to bf16.
-        let top = isa.min(Isa::Avx512Bf16);
+        let top = isa.min(Isa::Avx512);
         record_dispatch(top);
         if self.rows == 0 || self.hidden == 0 {
             return;
@@ -366,15 +366,14 @@ enum Operand<'s> {
     F16(&'s [f16]),
 }
 
-/// Per-task buffers: the row's `h` (f32) and a chunk buffer for rounding 16-bit outputs.
+/// Per-task buffer: the row's `h` (f32).
 struct Scratch {
     h: Vec<f32>,
-    y: Vec<f32>,
 }
 
 impl Scratch {
     fn new(hidden: usize) -> Self {
-        Scratch { h: vec![0.0; hidden], y: vec![0.0; CHUNK.min(hidden)] }
+        Scratch { h: vec![0.0; hidden] }
     }
 }
 
@@ -590,29 +589,37 @@ fn centred_sums<S: Simd>(simd: S, h: &[f32], m: f32) -> (f32, f32) {
     (t1, t2)
 }
 
-/// Pass 3: `y = (h − mean)·inv·γ [+ β]`.
+/// Pass 3: `y = (h − mean)·inv·γ [+ β]`, rounded to `y`'s dtype in registers.
 #[inline(always)]
-fn scale_chunk<S: Simd>(simd: S, h: &[f32], mean: f32, inv: f32, gamma: &[f32], beta: Option<&[f32]>, y: &mut [f32]) {
-    let (yv, yt) = S::as_mut_simd_f32s(y);
+fn scale_chunk<S: Simd, O: StoreF32>(
+    simd: S,
+    h: &[f32],
+    mean: f32,
+    inv: f32,
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    y: &mut [O],
+) {
+    let tail_start = h.len() / S::F32_LANES * S::F32_LANES;
     let (hv, ht) = S::as_simd_f32s(h);
     let (gv, gt) = S::as_simd_f32s(gamma);
     let (mv, iv) = (simd.splat_f32s(mean), simd.splat_f32s(inv));
     match beta {
         Some(beta) => {
             let (bv, bt) = S::as_simd_f32s(beta);
-            for (((y, &h), &g), &b) in yv.iter_mut().zip(hv).zip(gv).zip(bv) {
-                *y = simd.mul_add_e_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g, b);
+            for (i, ((&h, &g), &b)) in hv.iter().zip(gv).zip(bv).enumerate() {
+                O::store_f32s(simd, simd.mul_add_e_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g, b), y, i);
             }
-            for (((y, &h), &g), &b) in yt.iter_mut().zip(ht).zip(gt).zip(bt) {
-                *y = ((h - mean) * inv).mul_add(g, b);
+            for (y, ((&h, &g), &b)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt).zip(bt)) {
+                *y = O::from_f32(((h - mean) * inv).mul_add(g, b));
             }
         }
         None => {
-            for ((y, &h), &g) in yv.iter_mut().zip(hv).zip(gv) {
-                *y = simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g);
+            for (i, (&h, &g)) in hv.iter().zip(gv).enumerate() {
+                O::store_f32s(simd, simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g), y, i);
             }
-            for ((y, &h), &g) in yt.iter_mut().zip(ht).zip(gt) {
-                *y = (h - mean) * inv * g;
+            for (y, (&h, &g)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt)) {
+                *y = O::from_f32((h - mean) * inv * g);
             }
         }
     }
@@ -624,7 +631,7 @@ fn scale_chunk<S: Simd>(simd: S, h: &[f32], mean: f32, inv: f32, gamma: &[f32], 
 fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch, isa: Isa) {
     let n = plan.hidden;
     let square = plan.kind == NormKind::RmsNorm;
-    let Scratch { h: h_buf, y: y_buf } = scratch;
+    let Scratch { h: h_buf } = scratch;
     let mut acc = Pass1::new(simd);
     // A plain norm of an f32 input view reads the row in place; everything else forms `h`.
     let direct = match (plan.x, plan.residual, &plan.bias, &plan.sum) {
@@ -663,7 +670,7 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
                     let offset = plan.row_offset(Source::Sum, row) + c0;
                     // SAFETY: this task owns the row; the reads of this run above (`r` when
                     // the residual is the sum buffer) are no longer used.
-                    store(unsafe { sum.run(offset, len) }, &h_buf[c0..c0 + len], isa);
+                    unsafe { sum.run(offset, len) }.store(0, &h_buf[c0..c0 + len], isa);
                 }
             }
             h_buf
@@ -703,11 +710,8 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
         // no slice read from this run is alive.
         match unsafe { plan.out.run(out_offset + c0, len) } {
             DataMut::F32(y) => scale_chunk(simd, hc, mean, inv, gamma, beta, y),
-            y => {
-                let y_chunk = &mut y_buf[..len];
-                scale_chunk(simd, hc, mean, inv, gamma, beta, y_chunk);
-                store(y, y_chunk, isa);
-            }
+            DataMut::BF16(y) => scale_chunk(simd, hc, mean, inv, gamma, beta, y),
+            DataMut::F16(y) => scale_chunk(simd, hc, mean, inv, gamma, beta, y),
         }
     }
 }
@@ -722,40 +726,4 @@ fn prefetch(data: Data, offset: usize, len: usize) {
         Data::BF16(s) => (s[offset..offset + len].as_ptr().cast::<u8>(), len * 2),
     };
     crate::simd::prefetch::l2_range(start, bytes);
-}
-
-/// Rounds `src` into `dst` (same length). At `Avx512Bf16`, bf16 results use `vcvtneps2bf16`
-/// (one instruction per 16 values, round-to-nearest-even like the portable path, but an
-/// f32-subnormal result, |v| < 1.2·10⁻³⁸, becomes ±0); everything else goes through
-/// [`DataMut::store`].
-#[inline(always)]
-fn store(mut dst: DataMut, src: &[f32], isa: Isa) {
-    #[cfg(target_arch = "x86_64")]
-    if let DataMut::BF16(out) = &mut dst
-        && isa.min(crate::isa::detected_isa()) == Isa::Avx512Bf16
-    {
-        // SAFETY: the level is clamped to the detected one, so AVX512_BF16 (and F) are present.
-        let done = unsafe { round_bf16_avx512bf16(src, out) };
-        for (d, s) in out[done..].iter_mut().zip(&src[done..]) {
-            *d = crate::dtype::bf16::from_f32(*s);
-        }
-        return;
-    }
-    dst.store(0, src, isa);
-}
-
-/// The vector prefix of [`store`]'s bf16 path; returns how many elements it rounded.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn round_bf16_avx512bf16(src: &[f32], dst: &mut [crate::dtype::bf16]) -> usize {
-    use std::arch::x86_64::{__m256bh, _mm512_cvtneps_pbh, _mm512_loadu_ps};
-    let n = src.len().min(dst.len()) / 16 * 16;
-    for i in (0..n).step_by(16) {
-        // SAFETY: i + 16 <= n <= both lengths; unaligned load and store.
-        unsafe {
-            let packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr().add(i)));
-            dst.as_mut_ptr().add(i).cast::<__m256bh>().write_unaligned(packed);
-        }
-    }
-    n
 }

@@ -131,13 +131,13 @@ pub fn f16_to_f32_with(isa: Isa, src: &[f16], dst: &mut [f32]) {
 /// The vector bodies. Each converts the longest prefix that is a multiple of its width and
 /// returns its length; the caller finishes the tail with `half`'s scalar conversion.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::{bf16, f16};
     use std::arch::x86_64::*;
 
     /// bf16 bits of f32 bits: nearest-even via `(x + 0x7fff + lsb) >> 16`; NaN → quiet NaN.
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn round_to_bf16_512(x: __m512i) -> __m256i {
+    pub(in crate::simd) fn round_to_bf16_512(x: __m512i) -> __m256i {
         let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
         let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))));
         let is_nan = _mm512_cmpgt_epu32_mask(
@@ -205,7 +205,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2")]
-    fn round_to_bf16_256(x: __m256i) -> __m256i {
+    pub(in crate::simd) fn round_to_bf16_256(x: __m256i) -> __m256i {
         let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(1));
         let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))));
         // |x| fits in 31 bits, so the signed compare is an unsigned one.

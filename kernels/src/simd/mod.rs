@@ -11,6 +11,7 @@ pub mod exp;
 pub mod load;
 pub mod prefetch;
 pub mod reduce;
+pub mod store;
 
 use crate::isa::{Isa, detected_isa};
 use pulp::{Simd, WithSimd};

@@ -1,0 +1,107 @@
+//! Stores of f32 vectors as f32, bf16 or f16, rounding in registers: nearest-even, NaN stays
+//! NaN (quiet), subnormals kept; bit-exact with `half` and with [`super::convert`].
+//!
+//! The counterpart of [`super::load`]: a kernel writing 16-bit outputs rounds each vector as it
+//! is produced instead of storing an f32 chunk and converting it in a second pass.
+
+use crate::dtype::{Element, bf16, f16};
+use pulp::Simd;
+
+/// An element type a kernel can store an `S::f32s` into.
+pub trait StoreF32: Element {
+    /// Rounds `v` into vector `index` of `row` (elements `index·L .. (index+1)·L`,
+    /// `L = S::F32_LANES`). Panics when the row is too short.
+    fn store_f32s<S: Simd>(simd: S, v: S::f32s, row: &mut [Self], index: usize);
+}
+
+impl StoreF32 for f32 {
+    #[inline(always)]
+    fn store_f32s<S: Simd>(_: S, v: S::f32s, row: &mut [f32], index: usize) {
+        S::as_mut_simd_f32s(&mut row[index * S::F32_LANES..(index + 1) * S::F32_LANES]).0[0] = v;
+    }
+}
+
+macro_rules! impl_store_16bit {
+    ($t:ty, $avx512:ident, $avx2:ident) => {
+        impl StoreF32 for $t {
+            #[inline(always)]
+            fn store_f32s<S: Simd>(_: S, v: S::f32s, row: &mut [$t], index: usize) {
+                let lanes = S::F32_LANES;
+                let dst = &mut row[index * lanes..(index + 1) * lanes];
+                #[cfg(target_arch = "x86_64")]
+                {
+                    use pulp::bytemuck::cast;
+                    if lanes == 16 {
+                        // SAFETY: pulp's only 16-lane f32 level is V4, which exists only when
+                        // AVX-512 F/BW were detected; `dst` holds 16 elements.
+                        unsafe { x86::$avx512(cast(v), dst.as_mut_ptr()) };
+                        return;
+                    }
+                    if lanes == 8 {
+                        // SAFETY: pulp's 8-lane level is V3, and kernels reach it only through
+                        // `simd::vectorize` at `Isa::Avx2`, which requires AVX2 and F16C; `dst`
+                        // holds 8 elements.
+                        unsafe { x86::$avx2(cast(v), dst.as_mut_ptr()) };
+                        return;
+                    }
+                }
+                let values = pulp::bytemuck::cast_slice::<S::f32s, f32>(std::slice::from_ref(&v));
+                for (d, &x) in dst.iter_mut().zip(values) {
+                    *d = <$t>::from_f32(x);
+                }
+            }
+        }
+    };
+}
+
+impl_store_16bit!(bf16, bf16x16, bf16x8);
+impl_store_16bit!(f16, f16x16, f16x8);
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::convert::x86::{round_to_bf16_256, round_to_bf16_512};
+    use super::{bf16, f16};
+    use pulp::{f32x8, f32x16};
+    use std::arch::x86_64::*;
+
+    /// 16 f32 → 16 bf16 at `dst`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn bf16x16(v: f32x16, dst: *mut bf16) {
+        // SAFETY: f32x16 and __m512i are both 64 bytes of plain bits.
+        let bits = unsafe { core::mem::transmute::<f32x16, __m512i>(v) };
+        // SAFETY: the caller guarantees 16 writable elements (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(dst.cast(), round_to_bf16_512(bits)) };
+    }
+
+    /// 16 f32 → 16 f16 at `dst`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn f16x16(v: f32x16, dst: *mut f16) {
+        // SAFETY: f32x16 and __m512 are both 16 packed f32.
+        let x = unsafe { core::mem::transmute::<f32x16, __m512>(v) };
+        let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+        // SAFETY: the caller guarantees 16 writable elements (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(dst.cast(), h) };
+    }
+
+    /// 8 f32 → 8 bf16 at `dst`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bf16x8(v: f32x8, dst: *mut bf16) {
+        // SAFETY: f32x8 and __m256i are both 32 bytes of plain bits.
+        let rounded = round_to_bf16_256(unsafe { core::mem::transmute::<f32x8, __m256i>(v) });
+        // Values are < 2^16, so the saturating pack is exact; quadwords 0 and 2 hold lanes 0–3
+        // and 4–7.
+        let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(rounded, rounded));
+        // SAFETY: the caller guarantees 8 writable elements (16 bytes); unaligned store.
+        unsafe { _mm_storeu_si128(dst.cast(), _mm256_castsi256_si128(packed)) };
+    }
+
+    /// 8 f32 → 8 f16 at `dst`.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn f16x8(v: f32x8, dst: *mut f16) {
+        // SAFETY: f32x8 and __m256 are both 8 packed f32.
+        let x = unsafe { core::mem::transmute::<f32x8, __m256>(v) };
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+        // SAFETY: the caller guarantees 8 writable elements (16 bytes); unaligned store.
+        unsafe { _mm_storeu_si128(dst.cast(), h) };
+    }
+}

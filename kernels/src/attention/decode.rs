@@ -77,14 +77,15 @@ impl WithSimd for DecodeOp<'_, '_> {
         }
         s.s.resize(rows * DK, 0.0);
 
-        let (mut start, mut end) = p.key_range(item.b, i0, i1);
+        let (mut start, visible_end) = p.key_range(item.b, i0, i1);
+        let mut end = visible_end;
         if p.chunk != usize::MAX {
             start = start.max(item.chunk * p.chunk);
             end = end.min((item.chunk + 1) * p.chunk);
         }
-        // Prefetch runs past the chunk to the head's last key: the next chunk of the same head
-        // is usually this thread's next item.
-        let prefetch_end = p.key_range(item.b, i0, i1).1;
+        // Prefetch runs past the chunk to the head's last visible key: the next chunk of the
+        // same head is usually this thread's next item.
+        let prefetch_end = visible_end;
         let prefetcher = KeyPrefetcher::new(p, item);
         let mut j0 = start;
         while j0 < end {

@@ -1,11 +1,11 @@
 //! The in-register helpers kernels share: widening loads are exact for every 16-bit pattern,
 //! narrowing stores round bit-exactly like `half` (every rounding boundary, NaN, ±∞,
-//! subnormals), and the 4-way horizontal sum matches an f64 sum, on every ISA level this
+//! subnormals), and the 4-way horizontal sums and maxima match f64, on every ISA level this
 //! machine runs.
 
 use flashkern_kernels::isa::runnable_isas;
 use flashkern_kernels::simd::load::LoadF32;
-use flashkern_kernels::simd::reduce::sum4;
+use flashkern_kernels::simd::reduce::{max4, sum4};
 use flashkern_kernels::simd::store::StoreF32;
 use flashkern_kernels::simd::vectorize;
 use flashkern_kernels::testing::Rng;
@@ -51,28 +51,30 @@ fn widening_loads_are_exact_for_every_16_bit_pattern() {
     check_loads(&(0..4096).map(|_| f32::from_bits(rng.next_u64() as u32)).collect::<Vec<_>>());
 }
 
-struct Sum4<'a>(&'a [f32]);
+/// The four sums and four maxima of the first four vectors, and the lanes per vector.
+struct Reduce4<'a>(&'a [f32]);
 
-impl WithSimd for Sum4<'_> {
-    /// The four sums and the lanes per vector they were taken over.
-    type Output = ([f32; 4], usize);
+impl WithSimd for Reduce4<'_> {
+    type Output = ([f32; 4], [f32; 4], usize);
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> ([f32; 4], usize) {
+    fn with_simd<S: Simd>(self, simd: S) -> Self::Output {
         let lanes = S::F32_LANES;
         let v: [S::f32s; 4] = std::array::from_fn(|t| S::as_simd_f32s(&self.0[t * lanes..(t + 1) * lanes]).0[0]);
-        (sum4(simd, v), lanes)
+        (sum4(simd, v), max4(simd, v), lanes)
     }
 }
 
 #[test]
-fn four_way_horizontal_sum_matches_f64() {
+fn four_way_horizontal_sums_and_maxima_match_f64() {
     let mut rng = Rng::new(11);
     for _ in 0..200 {
         let values: Vec<f32> = (0..64).map(|_| rng.uniform(-1e3, 1e3)).collect();
         for isa in runnable_isas() {
-            let (got, lanes) = vectorize(isa, Sum4(&values));
-            for (t, g) in got.iter().enumerate() {
+            let (sums, maxima, lanes) = vectorize(isa, Reduce4(&values));
+            for (t, (g, mx)) in sums.iter().zip(maxima).enumerate() {
                 let slice = &values[t * lanes..(t + 1) * lanes];
+                let want_max = slice.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(mx, want_max, "{isa}: max {t}");
                 let want: f64 = slice.iter().map(|&x| f64::from(x)).sum();
                 let scale: f64 = slice.iter().map(|&x| f64::from(x).abs()).sum();
                 assert!(

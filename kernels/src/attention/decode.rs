@@ -8,15 +8,15 @@
 //! `O[m][·] += p·V[j][·]` streams V rows. K/V rows are read in place in their own dtype and
 //! widened in registers ([`LoadF32`]), so a 16-bit cache is streamed at half the bytes; only a
 //! head dimension that is not a whole number of vectors is widened into (zero-padded) scratch.
-//! The item state is handed back in the prefill layout so the output and split-KV merge code is
-//! shared.
+//! The item's O is left by rows ([`OLayout::Rows`]) for the shared output and split-KV merge
+//! code.
 
-use super::flash::{Item, Problem, Scratch, Tile, apply_element_masks, widen_rows};
+use super::flash::{Item, OLayout, Problem, Scratch, Tile, apply_element_masks, widen_rows};
 use super::prefetch::KeyPrefetcher;
 use crate::dtype::{bf16, f16};
 use crate::simd::exp::exp_no_overflow_f32s;
 use crate::simd::load::LoadF32;
-use crate::simd::reduce::sum4;
+use crate::simd::reduce::{max4, sum4};
 use crate::tensor::{Data, View};
 use pulp::{Simd, WithSimd};
 
@@ -60,8 +60,9 @@ impl WithSimd for DecodeOp<'_, '_> {
                 }
             }
         }
-        s.row.clear();
-        s.row.resize(rows * dv_pad, 0.0); // O, row-major [rows][dv_pad]
+        s.o.clear();
+        s.o.resize(rows * dv_pad, 0.0);
+        s.o_layout = OLayout::Rows { stride: dv_pad };
         let mut m_run = [f32::NEG_INFINITY; DECODE_ROWS];
         let mut l_run = [0f32; DECODE_ROWS];
         let mut alpha = [0f32; DECODE_ROWS];
@@ -106,36 +107,21 @@ impl WithSimd for DecodeOp<'_, '_> {
             }
             apply_element_masks(p, item, (i0, i1), j0, nk, &mut s.s, |t, m| m * DK + t);
             for m in 0..rows {
-                let row = &mut s.s[m * DK..(m + 1) * DK];
-                row[nk..].fill(f32::NEG_INFINITY);
-                let (mx, a, sum) = softmax_row(simd, row, m_run[m]);
-                l_run[m] = l_run[m] * a + sum;
-                alpha[m] = a;
-                m_run[m] = mx;
+                s.s[m * DK + nk..(m + 1) * DK].fill(f32::NEG_INFINITY);
             }
+            softmax_rows(simd, &mut s.s[..rows * DK], &mut m_run, &mut l_run, &mut alpha);
             match v_rows {
-                KvRows::F32(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.row),
-                KvRows::BF16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.row),
-                KvRows::F16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.row),
+                KvRows::F32(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o),
+                KvRows::BF16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o),
+                KvRows::F16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o),
             }
             j0 = j1;
         }
 
-        // Hand the state back in the prefill layout: Oᵀ [p.dv_pad][m_pad], m, l.
-        let m_pad = super::flash::padded_rows(p, rows);
-        s.o.clear();
-        s.o.resize(p.dv_pad * m_pad, 0.0);
-        for m in 0..rows {
-            for c in 0..dv {
-                s.o[c * m_pad + m] = s.row[m * dv_pad + c];
-            }
-        }
         s.m.clear();
-        s.m.resize(m_pad, f32::NEG_INFINITY);
-        s.m[..rows].copy_from_slice(&m_run[..rows]);
+        s.m.extend_from_slice(&m_run[..rows]);
         s.l.clear();
-        s.l.resize(m_pad, 0.0);
-        s.l[..rows].copy_from_slice(&l_run[..rows]);
+        s.l.extend_from_slice(&l_run[..rows]);
     }
 }
 
@@ -229,27 +215,57 @@ fn scores_block<S: Simd, E: LoadF32, const R: usize>(
     }
 }
 
-/// Online softmax of one row's block of `DK` scores (in place → probabilities). Returns the new
-/// running max, the rescale factor of the old state and the block's sum.
+/// Online softmax of the tile's scores `S` (`[rows][DK]`, in place → probabilities): updates
+/// each row's running max `m_run` and sum `l_run`, and leaves in `alpha` the factor its old O
+/// is to be rescaled by. Rows go four at a time through one max and one sum shuffle tree, and
+/// all rows' rescale factors through one vector `exp`.
 #[inline(always)]
-fn softmax_row<S: Simd>(simd: S, row: &mut [f32], m_old: f32) -> (f32, f32, f32) {
-    let v = S::as_mut_simd_f32s(row).0;
-    let mut mx = simd.splat_f32s(m_old);
-    for x in v.iter() {
-        mx = simd.max_f32s(mx, *x);
+fn softmax_rows<S: Simd>(
+    simd: S,
+    st: &mut [f32],
+    m_run: &mut [f32; DECODE_ROWS],
+    l_run: &mut [f32; DECODE_ROWS],
+    alpha: &mut [f32; DECODE_ROWS],
+) {
+    let rows = st.len() / DK;
+    // Subtracted from each row's scores: its new max, or 0 while the row is fully masked.
+    let mut base = [0f32; DECODE_ROWS];
+    // `m_old − base` per row (−∞ for a row seeing its first key); one vector at every level.
+    let mut shift = [0f32; 16];
+    for m0 in (0..rows).step_by(4) {
+        let mut row_max = [simd.splat_f32s(f32::NEG_INFINITY); 4];
+        for (m, mx) in (m0..rows).zip(&mut row_max) {
+            for x in S::as_simd_f32s(&st[m * DK..][..DK]).0 {
+                *mx = simd.max_f32s(*mx, *x);
+            }
+        }
+        for (m, tile_max) in (m0..rows).zip(max4(simd, row_max)) {
+            let mx = tile_max.max(m_run[m]);
+            base[m] = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+            shift[m] = m_run[m] - base[m];
+            m_run[m] = mx;
+        }
     }
-    let mx = simd.reduce_max_f32s(mx).max(m_old);
-    let base = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
-    let a = simd.reduce_max_f32s(exp_no_overflow_f32s(simd, simd.splat_f32s(m_old - base)));
-    let b = simd.splat_f32s(base);
-    let mut sum = simd.splat_f32s(0.0);
-    for x in v.iter_mut() {
-        let e = exp_no_overflow_f32s(simd, simd.sub_f32s(*x, b));
-        *x = e;
-        sum = simd.add_f32s(sum, e);
+    let shift_vectors = S::as_mut_simd_f32s(&mut shift).0;
+    for x in &mut shift_vectors[..rows.div_ceil(S::F32_LANES)] {
+        *x = exp_no_overflow_f32s(simd, *x);
     }
-    // NaN scores make the sum NaN (reduce_max may drop NaN lanes, the sum does not).
-    (mx, a, simd.reduce_sum_f32s(sum))
+    alpha[..rows].copy_from_slice(&shift[..rows]);
+    for m0 in (0..rows).step_by(4) {
+        let mut row_sum = [simd.splat_f32s(0.0); 4];
+        for (m, sum) in (m0..rows).zip(&mut row_sum) {
+            let b = simd.splat_f32s(base[m]);
+            for x in S::as_mut_simd_f32s(&mut st[m * DK..][..DK]).0 {
+                let e = exp_no_overflow_f32s(simd, simd.sub_f32s(*x, b));
+                *x = e;
+                *sum = simd.add_f32s(*sum, e);
+            }
+        }
+        // NaN scores make the sum NaN (the max may drop NaN lanes, the sum does not).
+        for (m, sum) in (m0..rows).zip(sum4(simd, row_sum)) {
+            l_run[m] = l_run[m] * alpha[m] + sum;
+        }
+    }
 }
 
 /// `O[m][·] = α_m·O[m][·] + Σ_j P[m][j]·V[j][·]` (`O` is `[rows][dv_pad]`).

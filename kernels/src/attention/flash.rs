@@ -88,12 +88,44 @@ pub(super) struct Scratch {
     pub(super) k: Vec<f32>,
     pub(super) v: Vec<f32>,
     pub(super) s: Vec<f32>,
+    /// The item's unnormalised O, laid out as `o_layout` says.
     pub(super) o: Vec<f32>,
+    pub(super) o_layout: OLayout,
     pub(super) m: Vec<f32>,
     pub(super) l: Vec<f32>,
     pub(super) alpha: Vec<f32>,
     pub(super) row: Vec<f32>,
     pub(super) zeros: Vec<f32>,
+}
+
+/// How an item leaves its O in [`Scratch::o`]: each kernel keeps the layout its lanes run
+/// along, so neither transposes its state before the rows are written out.
+#[derive(Clone, Copy)]
+pub(super) enum OLayout {
+    /// Oᵀ, `[dv_pad][m_pad]`: the prefill kernel, rows in lanes.
+    Transposed { m_pad: usize },
+    /// O, `[rows][stride]`: the decode kernel, columns in lanes.
+    Rows { stride: usize },
+}
+
+impl Default for OLayout {
+    fn default() -> Self {
+        OLayout::Rows { stride: 0 }
+    }
+}
+
+impl Scratch {
+    /// Copies row `m` of the item's O (its first `dst.len()` columns) into `dst`.
+    fn o_row(&self, m: usize, dst: &mut [f32]) {
+        match self.o_layout {
+            OLayout::Transposed { m_pad } => {
+                for (c, x) in dst.iter_mut().enumerate() {
+                    *x = self.o[c * m_pad + m];
+                }
+            }
+            OLayout::Rows { stride } => dst.copy_from_slice(&self.o[m * stride..][..dst.len()]),
+        }
+    }
 }
 
 /// The result of an item that is merged with other chunks: rows × Dv (unnormalised), max, sum.
@@ -266,52 +298,29 @@ impl Sink<'_, '_> {
     }
 }
 
-/// Lanes per vector at `isa` (what `vectorize` will pick).
-fn lanes(isa: Isa) -> usize {
-    struct Lanes;
-    impl WithSimd for Lanes {
-        type Output = usize;
-        #[inline(always)]
-        fn with_simd<S: Simd>(self, _: S) -> usize {
-            S::F32_LANES
-        }
-    }
-    vectorize(isa, Lanes)
-}
-
-/// The row count of an item, padded to whole vectors.
-pub(super) fn padded_rows(p: &Problem, valid: usize) -> usize {
-    valid.div_ceil(lanes(p.isa)) * lanes(p.isa)
-}
-
 /// Writes the finished rows of an unsplit item.
 fn write_rows(p: &Problem, item: Item, s: &mut Scratch, sink: &Sink) {
     let (i0, i1) = p.rows(item.qt);
-    let m_pad = padded_rows(p, (i1 - i0) * p.r);
-    let dv = p.dims.d_v;
-    s.row.resize(dv, 0.0);
+    let mut row = std::mem::take(&mut s.row);
+    row.resize(p.dims.d_v, 0.0);
     for qi in 0..i1 - i0 {
         for hl in 0..p.r {
             let m = qi * p.r + hl;
-            for (c, x) in s.row.iter_mut().enumerate() {
-                *x = s.o[c * m_pad + m];
-            }
-            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut s.row, s.m[m], s.l[m]);
+            s.o_row(m, &mut row);
+            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut row, s.m[m], s.l[m]);
         }
     }
+    s.row = row;
 }
 
 /// Copies an item's state out as a chunk partial (rows × Dv).
 fn extract_partial(p: &Problem, item: Item, s: &Scratch) -> Partial {
     let (i0, i1) = p.rows(item.qt);
     let rows = (i1 - i0) * p.r;
-    let m_pad = padded_rows(p, rows);
     let dv = p.dims.d_v;
     let mut o = vec![0.0; rows * dv];
-    for m in 0..rows {
-        for c in 0..dv {
-            o[m * dv + c] = s.o[c * m_pad + m];
-        }
+    for (m, row) in o.chunks_exact_mut(dv.max(1)).enumerate() {
+        s.o_row(m, row);
     }
     Partial { o, m: s.m[..rows].to_vec(), l: s.l[..rows].to_vec() }
 }
@@ -340,7 +349,7 @@ fn merge_partials(p: &Problem, item: Item, parts: &[Partial], sink: &Sink) {
     }
 }
 
-/// Runs one item: leaves Oᵀ (unnormalised, `[dv_pad][m_pad]`), m and l in the scratch.
+/// Runs one item: leaves O (unnormalised), m and l in the scratch.
 fn compute(p: &Problem, item: Item, scratch: &mut Scratch) {
     let (i0, i1) = p.rows(item.qt);
     if (i1 - i0) * p.r <= DECODE_ROWS {
@@ -397,6 +406,7 @@ impl WithSimd for ItemOp<'_, '_> {
         }
         s.o.clear();
         s.o.resize(dv_pad * m_pad, 0.0);
+        s.o_layout = OLayout::Transposed { m_pad };
         s.m.clear();
         s.m.resize(m_pad, f32::NEG_INFINITY);
         s.l.clear();

@@ -34,6 +34,7 @@ use super::prefetch::KeyPrefetcher;
 use super::{AttentionDims, AttentionParams, Causal, mask_value};
 use crate::isa::Isa;
 use crate::simd::exp::exp_no_overflow_f32s;
+use crate::simd::transpose::transpose;
 use crate::simd::vectorize;
 use crate::tensor::{SharedOut, View, ViewMut};
 use pulp::{Simd, WithSimd};
@@ -114,16 +115,21 @@ impl Default for OLayout {
     }
 }
 
-impl Scratch {
-    /// Copies row `m` of the item's O (its first `dst.len()` columns) into `dst`.
-    fn o_row(&self, m: usize, dst: &mut [f32]) {
-        match self.o_layout {
-            OLayout::Transposed { m_pad } => {
-                for (c, x) in dst.iter_mut().enumerate() {
-                    *x = self.o[c * m_pad + m];
-                }
-            }
-            OLayout::Rows { stride } => dst.copy_from_slice(&self.o[m * stride..][..dst.len()]),
+/// The item's O by rows (`rows × dv`, returned with its row stride): decode's O as it is, a
+/// prefill item's Oᵀ transposed into `buf`.
+fn o_by_rows<'s>(
+    isa: Isa,
+    (o, layout): (&'s mut [f32], OLayout),
+    (rows, dv): (usize, usize),
+    buf: &'s mut Vec<f32>,
+) -> (&'s mut [f32], usize) {
+    match layout {
+        OLayout::Rows { stride } => (o, stride),
+        OLayout::Transposed { m_pad } => {
+            buf.clear();
+            buf.resize(rows * dv, 0.0);
+            transpose(isa, o, m_pad, (dv, rows), buf, dv);
+            (buf, dv)
         }
     }
 }
@@ -301,27 +307,23 @@ impl Sink<'_, '_> {
 /// Writes the finished rows of an unsplit item.
 fn write_rows(p: &Problem, item: Item, s: &mut Scratch, sink: &Sink) {
     let (i0, i1) = p.rows(item.qt);
-    let mut row = std::mem::take(&mut s.row);
-    row.resize(p.dims.d_v, 0.0);
+    let dv = p.dims.d_v;
+    let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), ((i1 - i0) * p.r, dv), &mut s.row);
     for qi in 0..i1 - i0 {
         for hl in 0..p.r {
             let m = qi * p.r + hl;
-            s.o_row(m, &mut row);
-            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut row, s.m[m], s.l[m]);
+            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut o[m * stride..][..dv], s.m[m], s.l[m]);
         }
     }
-    s.row = row;
 }
 
 /// Copies an item's state out as a chunk partial (rows × Dv).
-fn extract_partial(p: &Problem, item: Item, s: &Scratch) -> Partial {
+fn extract_partial(p: &Problem, item: Item, s: &mut Scratch) -> Partial {
     let (i0, i1) = p.rows(item.qt);
     let rows = (i1 - i0) * p.r;
     let dv = p.dims.d_v;
-    let mut o = vec![0.0; rows * dv];
-    for (m, row) in o.chunks_exact_mut(dv.max(1)).enumerate() {
-        s.o_row(m, row);
-    }
+    let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), (rows, dv), &mut s.row);
+    let o = (0..rows).flat_map(|m| &o[m * stride..][..dv]).copied().collect();
     Partial { o, m: s.m[..rows].to_vec(), l: s.l[..rows].to_vec() }
 }
 
@@ -380,29 +382,23 @@ impl WithSimd for ItemOp<'_, '_> {
         let mv = m_pad / lanes;
         let vmax = if lanes >= 16 { 4 } else { 2 };
 
-        // Qᵀ, pre-scaled; padding rows are zero.
-        s.qt.clear();
-        s.qt.resize(d * m_pad, 0.0);
-        s.row.resize(d.max(dims.d_v), 0.0);
-        for qi in 0..i1 - i0 {
+        // Qᵀ, pre-scaled; padding rows are zero. The rows are widened first, then transposed
+        // in blocks.
+        s.row.clear();
+        s.row.resize(rows * d, 0.0);
+        for qi in (0..i1 - i0).filter(|_| d > 0) {
             for hl in 0..r {
                 let m = qi * r + hl;
-                if d == 0 {
-                    continue;
-                }
                 let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
-                let q_data = p.q.data();
-                let row = match q_data.f32_run(offset, d) {
-                    Some(run) => run,
-                    None => {
-                        p.q.data().widen(offset, &mut s.row[..d], p.isa);
-                        &s.row[..d]
-                    }
-                };
-                for (c, x) in row.iter().enumerate() {
-                    s.qt[c * m_pad + m] = x * p.scale;
-                }
+                p.q.data().widen(offset, &mut s.row[m * d..(m + 1) * d], p.isa);
             }
+        }
+        s.qt.clear();
+        s.qt.resize(d * m_pad, 0.0);
+        transpose(p.isa, &s.row, d, (rows, d), &mut s.qt, m_pad);
+        let scale = simd.splat_f32s(p.scale);
+        for x in S::as_mut_simd_f32s(&mut s.qt).0 {
+            *x = simd.mul_f32s(*x, scale);
         }
         s.o.clear();
         s.o.resize(dv_pad * m_pad, 0.0);

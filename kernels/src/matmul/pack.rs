@@ -172,16 +172,15 @@ fn pack_b_panel(b: &View, isa: Isa, j0: usize, panel: &mut [f32]) {
     }
 }
 
-/// Panel column `jj` ← weight row `src[base + jj·sn..][..k]`, for `jj < cols`: a transpose in
-/// 16 × 16 blocks (in registers for f32 at AVX-512, else element by element). A block's 16
-/// source rows are read one cache line each and prefetched a few lines ahead; its 16 panel
-/// rows get one 64-byte run each. (Scattering one weight row at a time into the panel, a
-/// strided store per element, measured 5× slower.)
+/// Panel column `jj` ← weight row `src[base + jj·sn..][..k]`, for `jj < cols`: a blocked
+/// transpose ([`crate::simd::transpose`], in registers for f32 rows at AVX-512; 16-bit rows in
+/// the same 16 × 16 blocks, widened element by element).
 #[allow(clippy::too_many_arguments)]
 fn transpose_rows<T: Element>(src: &[T], base: usize, sn: usize, cols: usize, k: usize, panel: &mut [f32], isa: Isa) {
+    if let Some(src) = T::as_f32(src) {
+        return crate::simd::transpose::transpose(isa, &src[base..], sn, (cols, k), panel, NR);
+    }
     const BLOCK: usize = 16;
-    // f32 rows at AVX-512: 16 × 16 blocks transposed in registers.
-    let in_registers = T::as_f32(src).filter(|_| isa.min(crate::isa::detected_isa()) >= Isa::Avx512);
     for j0 in (0..cols).step_by(BLOCK) {
         let width = BLOCK.min(cols - j0);
         let rows: [&[T]; BLOCK] =
@@ -192,67 +191,11 @@ fn transpose_rows<T: Element>(src: &[T], base: usize, sn: usize, cols: usize, k:
                 crate::simd::prefetch::l1(row.as_ptr().wrapping_add(p0 + 2 * BLOCK));
             }
             let dst = &mut panel[p0 * NR + j0..];
-            #[cfg(target_arch = "x86_64")]
-            if let Some(src) = in_registers
-                && width == BLOCK
-                && depth == BLOCK
-            {
-                let block = std::array::from_fn(|jj| &src[base + (j0 + jj) * sn + p0..][..BLOCK]);
-                // SAFETY: AVX-512 F was detected (the level is clamped to the detected one).
-                unsafe { x86::transpose16(block, &mut dst[..(BLOCK - 1) * NR + BLOCK]) };
-                continue;
-            }
-            let _ = in_registers;
             for p in 0..depth {
                 for (d, row) in dst[p * NR..p * NR + width].iter_mut().zip(&rows) {
                     *d = row[p0 + p].to_f32();
                 }
             }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::NR;
-    use std::arch::x86_64::*;
-
-    /// `dst[p·NR + j] = rows[j][p]` for a 16 × 16 block: four stages of in-lane and cross-lane
-    /// shuffles (pairs, then 2 × 2 blocks, then 128-bit lanes twice).
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn transpose16(rows: [&[f32]; 16], dst: &mut [f32]) {
-        assert!(dst.len() > 15 * NR + 15);
-        let mut r: [__m512; 16] = std::array::from_fn(|j| {
-            assert_eq!(rows[j].len(), 16);
-            // SAFETY: the row holds 16 elements (asserted); unaligned load.
-            unsafe { _mm512_loadu_ps(rows[j].as_ptr()) }
-        });
-        let mut t = r;
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        for g in 0..4 {
-            let b = 4 * g;
-            r[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
-            r[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
-            r[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
-            r[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
-        }
-        for h in 0..2 {
-            let b = 8 * h;
-            for i in 0..4 {
-                t[b + i] = _mm512_shuffle_f32x4::<0x88>(r[b + i], r[b + 4 + i]);
-                t[b + 4 + i] = _mm512_shuffle_f32x4::<0xDD>(r[b + i], r[b + 4 + i]);
-            }
-        }
-        for i in 0..8 {
-            r[i] = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
-            r[8 + i] = _mm512_shuffle_f32x4::<0xDD>(t[i], t[8 + i]);
-        }
-        for (p, v) in r.iter().enumerate() {
-            // SAFETY: p·NR + 16 <= dst.len() (asserted above); unaligned store.
-            unsafe { _mm512_storeu_ps(dst[p * NR..].as_mut_ptr(), *v) };
         }
     }
 }

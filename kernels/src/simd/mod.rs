@@ -12,6 +12,7 @@ pub mod load;
 pub mod prefetch;
 pub mod reduce;
 pub mod store;
+pub mod transpose;
 
 use crate::isa::{Isa, detected_isa};
 use pulp::{Simd, WithSimd};

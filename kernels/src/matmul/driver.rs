@@ -12,7 +12,7 @@
 //! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
-use super::kernel::{NR, tile_rows, tile_rows_pairs, widen_bf16_pairs};
+use super::kernel::{NR, Pairs, Panel, Rows, tile_rows, widen_bf16_pairs};
 use crate::isa::Isa;
 use crate::simd::convert::f16_to_f32_with;
 use crate::tensor::{SharedOut, View};
@@ -132,54 +132,33 @@ impl WithSimd for Task<'_> {
             if p.k == 0 {
                 scratch.fill(0.0);
             }
-            let mr = p.mr;
             for kb in (0..p.k).step_by(KC) {
                 let kc = KC.min(p.k - kb);
                 for jp in jp0..jp1 {
                     let range = jp * p.k * NR + kb * NR..jp * p.k * NR + (kb + kc) * NR;
-                    let bf16_range = |jp: usize, kb: usize, kc: usize| {
-                        let panel = jp * p.k.div_ceil(2) * 2 * NR;
-                        panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR
-                    };
-                    let b: &[f32] = match p.b {
-                        PanelsRef::F32(b) => &b[range],
+                    let block = Block { rows: i0..i1, col: (jp - jp0) * NR, ldc, kb, kc };
+                    // A 16-bit B block serving one A panel (skinny) is widened in registers;
+                    // one serving several is widened once into `wide`.
+                    let skinny = i1 - i0 <= p.mr;
+                    match p.b {
+                        PanelsRef::F32(b) => panel_tiles(simd, p, Rows(&b[range]), scratch, &block),
                         PanelsRef::BF16(b) => {
-                            let pairs = &b[bf16_range(jp, kb, kc)];
+                            let panel = jp * p.k.div_ceil(2) * 2 * NR;
+                            let pairs = &b[panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR];
                             if let Some(a_pairs) = p.a_pairs {
-                                dot_bf16_panel(p, a_pairs, pairs, scratch, jp - jp0, ldc, i0..i1, kb);
-                                continue;
+                                dot_bf16_panel(p, a_pairs, pairs, scratch, &block);
+                            } else if skinny {
+                                panel_tiles(simd, p, Pairs(pairs), scratch, &block);
+                            } else {
+                                widen_bf16_pairs(simd, pairs, &mut wide[..kc * NR]);
+                                panel_tiles(simd, p, Rows(&wide[..kc * NR]), scratch, &block);
                             }
-                            if i1 - i0 <= mr {
-                                // One A panel per B block (skinny): widen in registers.
-                                let (r, c) = (i1 - i0, &mut scratch[(jp - jp0) * NR..]);
-                                let a = &p.a[i0 * p.k + kb * r..][..kc * r];
-                                tile_rows_pairs(simd, r, kc, a, pairs, c, ldc, kb > 0);
-                                continue;
-                            }
-                            widen_bf16_pairs(simd, pairs, &mut wide[..kc * NR]);
-                            &wide[..kc * NR]
                         }
-                        #[cfg(target_arch = "x86_64")]
-                        PanelsRef::F16(b) if i1 - i0 <= mr && p.isa >= Isa::Avx512 => {
-                            // Skinny on AVX-512: widen in registers (no widened copy).
-                            let (r, c) = (i1 - i0, &mut scratch[(jp - jp0) * NR..]);
-                            let a = &p.a[i0 * p.k + kb * r..][..kc * r];
-                            // SAFETY: `p.isa` is clamped to the detected level, which has AVX-512 F.
-                            unsafe { super::kernel::f16_avx512::tile_rows(r, a, &b[range], c, ldc, kb > 0) };
-                            continue;
-                        }
+                        PanelsRef::F16(b) if skinny => panel_tiles(simd, p, Rows(&b[range]), scratch, &block),
                         PanelsRef::F16(b) => {
                             f16_to_f32_with(p.isa, &b[range], &mut wide[..kc * NR]);
-                            &wide[..kc * NR]
+                            panel_tiles(simd, p, Rows(&wide[..kc * NR]), scratch, &block);
                         }
-                    };
-                    for i in (i0..i1).step_by(mr) {
-                        // A panels start at multiples of mr (i0 is one: mt is a multiple of mr
-                        // or there is a single row tile).
-                        let r = mr.min(p.m - i);
-                        let a = &p.a[i * p.k + kb * r..][..kc * r];
-                        let c = &mut scratch[(i - i0) * ldc + (jp - jp0) * NR..];
-                        tile_rows(simd, r, a, b, c, ldc, kb > 0);
                     }
                 }
             }
@@ -190,24 +169,43 @@ impl WithSimd for Task<'_> {
     }
 }
 
-/// The `vdpbf16ps` micro-tiles of one (K block, B panel) of a task: rows `rows`, scratch
-/// column panel `jt`.
-#[allow(clippy::too_many_arguments)]
-fn dot_bf16_panel(
-    p: &Problem,
-    a_pairs: &[u32],
-    b: &[crate::bf16],
-    scratch: &mut [f32],
-    jt: usize,
-    ldc: usize,
+/// One (K block, B panel) of a task: its rows, the panel's first column in the scratch tile
+/// (row stride `ldc`), and the K block `kb..kb + kc`.
+struct Block {
     rows: std::ops::Range<usize>,
+    col: usize,
+    ldc: usize,
     kb: usize,
-) {
+    kc: usize,
+}
+
+impl Block {
+    /// Each A panel of the block's rows: its first row and row count.
+    fn a_panels(&self, p: &Problem) -> impl Iterator<Item = (usize, usize)> {
+        // A panels start at multiples of mr (rows.start is one: mt is a multiple of mr or there
+        // is a single row tile).
+        self.rows.clone().step_by(p.mr).map(|i| (i, p.mr.min(p.m - i)))
+    }
+}
+
+/// The micro-tiles of one block: every A panel of the block's rows against B block `b`.
+#[inline(always)]
+fn panel_tiles<S: Simd, P: Panel>(simd: S, p: &Problem, b: P, scratch: &mut [f32], block: &Block) {
+    let Block { ldc, kb, kc, .. } = *block;
+    for (i, r) in block.a_panels(p) {
+        let a = &p.a[i * p.k + kb * r..][..kc * r];
+        let c = &mut scratch[(i - block.rows.start) * ldc + block.col..];
+        tile_rows(simd, r, kc, a, b, c, ldc, kb > 0);
+    }
+}
+
+/// The `vdpbf16ps` micro-tiles of one block (A and B as bf16 k pairs).
+fn dot_bf16_panel(p: &Problem, a_pairs: &[u32], b: &[crate::bf16], scratch: &mut [f32], block: &Block) {
+    let Block { ldc, kb, .. } = *block;
     let (kp_all, kp) = (p.k.div_ceil(2), b.len() / (2 * NR));
-    for i in rows.clone().step_by(p.mr) {
-        let r = p.mr.min(p.m - i);
+    for (i, r) in block.a_panels(p) {
         let a = &a_pairs[i * kp_all + (kb / 2) * r..][..kp * r];
-        let c = &mut scratch[(i - rows.start) * ldc + jt * NR..];
+        let c = &mut scratch[(i - block.rows.start) * ldc + block.col..];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `a_pairs` is only set when the detected ISA includes AVX-512 F and BF16.
         unsafe {

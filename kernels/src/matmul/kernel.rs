@@ -8,14 +8,17 @@
 //! (`mul_add_e`: fused where the ISA has FMA, separate multiply-add in the scalar fallback).
 //!
 //! Reads: A panel `[kc][MR]` (row count `MR` exactly: the M tail gets its own instantiation,
-//! so nothing is computed for padding rows), B panel `[kc][NR]` (N tail zero-padded at pack
-//! time). Writes: an f32 scratch tile with row stride `ldc`, overwriting it or adding to it.
+//! so nothing is computed for padding rows), B panel block through [`Panel`] (f32 or f16
+//! `[kc][NR]` rows, or bf16 k pairs, widened in registers; N tail zero-padded at pack time),
+//! two k rows per step. Writes: an f32 scratch tile with row stride `ldc`, overwriting it or
+//! adding to it.
 //! No closures here or in the driver's task body: a closure is a separate function that does
 //! not inherit the caller's target features, and the SIMD intrinsics would not inline into it.
 //!
 //! The sum for one element is `Σ_p a·b` in increasing `p`, then added to the scratch: the order
 //! never depends on threads.
 
+use crate::simd::load::LoadF32;
 use pulp::Simd;
 
 /// Columns of a packed B panel; the same for every ISA so a [`super::PackedMatrix`] serves all.
@@ -30,156 +33,118 @@ pub(super) const fn mr_for_lanes(lanes: usize) -> usize {
     }
 }
 
-/// One micro-tile. `a.len() ≥ kc·MR`, `b.len() ≥ kc·NR`, `c.len() ≥ (MR−1)·ldc + NR`.
-#[inline(always)]
-fn tile<S: Simd, const MR: usize, const NV: usize>(
-    simd: S,
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let lanes = S::F32_LANES;
-    assert!(NV * lanes == NR && a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
-    let zero = simd.splat_f32s(0.0);
-    let mut acc = [[zero; NV]; MR];
-    let (a, b) = (a.as_ptr(), b.as_ptr());
-    for p in 0..kc {
-        // SAFETY: p < kc and the lengths were asserted above, so every read is inside `b`
-        // (`p·NR + v·lanes + lanes ≤ kc·NR`) and `a` (`p·MR + i < kc·MR`); unaligned reads of
-        // plain f32 data are always valid.
-        unsafe {
-            let bp = b.add(p * NR);
-            let mut bv = [zero; NV];
-            for (v, bv) in bv.iter_mut().enumerate() {
-                *bv = bp.add(v * lanes).cast::<S::f32s>().read_unaligned();
-            }
-            let ap = a.add(p * MR);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = simd.splat_f32s(*ap.add(i));
-                for (acc, &bv) in row.iter_mut().zip(&bv) {
-                    *acc = simd.mul_add_e_f32s(av, bv, *acc);
-                }
-            }
-        }
+/// A packed B panel block (`kc` k rows of `NR` columns), read two k rows at a time as f32
+/// vectors: the micro-kernel is written once over this and serves every panel storage.
+pub(super) trait Panel: Copy {
+    /// Vectors `0..NV` of k rows `2p` and `2p + 1` (both must exist).
+    fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]);
+    /// Vectors `0..NV` of k row `2p` alone (the last row of an odd block).
+    fn row<S: Simd, const NV: usize>(self, simd: S, p: usize) -> [S::f32s; NV];
+}
+
+/// A `[kc][NR]` panel block of f32 or f16, widened in registers ([`LoadF32`]).
+#[derive(Clone, Copy)]
+pub(super) struct Rows<'b, E>(pub &'b [E]);
+
+impl<E: LoadF32> Panel for Rows<'_, E> {
+    #[inline(always)]
+    fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]) {
+        (self.row::<S, NV>(simd, p), Rows(&self.0[NR..]).row::<S, NV>(simd, p))
     }
-    let cp = c.as_mut_ptr();
-    for (i, row) in acc.iter().enumerate() {
-        for (v, &value) in row.iter().enumerate() {
-            // SAFETY: `i·ldc + v·lanes + lanes ≤ (MR−1)·ldc + NR ≤ c.len()` (asserted), and `c`
-            // is borrowed mutably so nothing else accesses it.
-            unsafe {
-                let ptr = cp.add(i * ldc + v * lanes).cast::<S::f32s>();
-                let value = if accumulate { simd.add_f32s(ptr.read_unaligned(), value) } else { value };
-                ptr.write_unaligned(value);
-            }
+
+    #[inline(always)]
+    fn row<S: Simd, const NV: usize>(self, simd: S, p: usize) -> [S::f32s; NV] {
+        let row = &self.0[2 * p * NR..][..NR];
+        let mut out = [simd.splat_f32s(0.0); NV];
+        for (v, out) in out.iter_mut().enumerate() {
+            *out = E::load_f32s(simd, row, v);
         }
+        out
     }
 }
 
-/// [`tile`] for a runtime row count `rows ≤ mr_for_lanes(lanes)`; `kc = b.len() / NR`.
-#[inline(always)]
-pub(super) fn tile_rows<S: Simd>(
-    simd: S,
-    rows: usize,
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let kc = b.len() / NR;
-    macro_rules! by_rows {
-        ($nv:literal, $($r:literal)*) => {
-            match rows {
-                $($r => tile::<S, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
-                _ => unreachable!("row count {rows} above the register tile"),
-            }
-        };
+/// A pair-interleaved bf16 panel block (`[⌈kc/2⌉][NR][2]`, see
+/// [`super::pack::pack_b_bf16_pairs`]): each 32-bit pair holds row `2p` in its low half and
+/// `2p + 1` in its high half, so one load widens to both (`<< 16` and `& 0xffff0000`, exact).
+#[derive(Clone, Copy)]
+pub(super) struct Pairs<'b>(pub &'b [crate::bf16]);
+
+impl Panel for Pairs<'_> {
+    #[inline(always)]
+    fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]) {
+        let pairs = S::as_simd_u32s(pulp::bytemuck::cast_slice(&self.0[2 * p * NR..][..2 * NR])).0;
+        let (high, shift) = (simd.splat_u32s(0xffff_0000), simd.splat_u32s(16));
+        let (mut lo, mut hi) = ([simd.splat_f32s(0.0); NV], [simd.splat_f32s(0.0); NV]);
+        for ((lo, hi), &x) in lo.iter_mut().zip(&mut hi).zip(pairs) {
+            *lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
+            *hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+        }
+        (lo, hi)
     }
-    match S::F32_LANES {
-        16 => by_rows!(4, 1 2 3 4 5 6),
-        8 => by_rows!(8, 1),
-        1 => by_rows!(64, 1),
-        lanes => unreachable!("unsupported SIMD width {lanes}"),
+
+    #[inline(always)]
+    fn row<S: Simd, const NV: usize>(self, simd: S, p: usize) -> [S::f32s; NV] {
+        self.pair::<S, NV>(simd, p).0
     }
 }
 
-/// [`tile`] reading a pair-interleaved bf16 B panel (`[⌈kc/2⌉][NR][2]`) directly, widening each
-/// pair vector in registers (`<< 16` for `k`, `& 0xffff0000` for `k+1`): no widened copy is
-/// stored, which is what a skinny call (one A panel per B block) wants. The FMAs run in the
-/// same order as [`tile`] over the widened panel, so the results are bit-identical to it.
-#[inline(always)]
-fn tile_pairs<S: Simd, const MR: usize, const NV: usize>(
-    simd: S,
-    kc: usize,
-    a: &[f32],
-    b: &[crate::bf16],
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let lanes = S::F32_LANES;
-    let kp = kc.div_ceil(2);
-    assert!(NV * lanes == NR && a.len() >= kc * MR && b.len() >= kp * 2 * NR && c.len() >= (MR - 1) * ldc + NR);
-    let zero = simd.splat_f32s(0.0);
-    let high = simd.splat_u32s(0xffff_0000);
-    let shift = simd.splat_u32s(16);
-    let mut acc = [[zero; NV]; MR];
-    let (a, b) = (a.as_ptr(), b.as_ptr().cast::<u32>());
-    for p in 0..kp {
-        let odd_tail = 2 * p + 1 == kc;
-        // SAFETY: p < kp: the B reads end at `(p+1)·NR` u32 ≤ `kp·2·NR` bf16 = b.len(); the A
-        // reads index `2p·MR + i` and, unless this is the odd tail, `(2p+1)·MR + i`, both
-        // `< kc·MR`; unaligned reads of plain data.
-        unsafe {
-            let bp = b.add(p * NR);
-            let mut lo = [zero; NV];
-            let mut hi = [zero; NV];
-            for v in 0..NV {
-                let x = bp.add(v * lanes).cast::<S::u32s>().read_unaligned();
-                lo[v] = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
-                hi[v] = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
-            }
-            let ap = a.add(2 * p * MR);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let av = simd.splat_f32s(*ap.add(i));
-                for (acc, &bv) in row.iter_mut().zip(&lo) {
-                    *acc = simd.mul_add_e_f32s(av, bv, *acc);
-                }
-                if !odd_tail {
-                    let av = simd.splat_f32s(*ap.add(MR + i));
-                    for (acc, &bv) in row.iter_mut().zip(&hi) {
-                        *acc = simd.mul_add_e_f32s(av, bv, *acc);
-                    }
-                }
-            }
-        }
-    }
-    let cp = c.as_mut_ptr();
-    for (i, row) in acc.iter().enumerate() {
-        for (v, &value) in row.iter().enumerate() {
-            // SAFETY: as in `tile`.
-            unsafe {
-                let ptr = cp.add(i * ldc + v * lanes).cast::<S::f32s>();
-                let value = if accumulate { simd.add_f32s(ptr.read_unaligned(), value) } else { value };
-                ptr.write_unaligned(value);
-            }
-        }
-    }
-}
-
-/// [`tile_pairs`] for a runtime row count; `kc` is the K-block length.
+/// One micro-tile: `a.len() ≥ kc·MR`, `c.len() ≥ (MR−1)·ldc + NR`, `b` holds `kc` k rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) fn tile_rows_pairs<S: Simd>(
+fn tile<S: Simd, P: Panel, const MR: usize, const NV: usize>(
+    simd: S,
+    kc: usize,
+    a: &[f32],
+    b: P,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(NV * S::F32_LANES == NR && a.len() >= kc * MR && c.len() >= (MR - 1) * ldc + NR);
+    let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
+    let pairs = kc / 2;
+    for (p, a_pair) in a[..pairs * 2 * MR].chunks_exact(2 * MR).enumerate() {
+        let (lo, hi) = b.pair::<S, NV>(simd, p);
+        let (a_lo, a_hi) = a_pair.split_at(MR);
+        fma(simd, &mut acc, a_lo, &lo);
+        fma(simd, &mut acc, a_hi, &hi);
+    }
+    if kc % 2 == 1 {
+        fma(simd, &mut acc, &a[(kc - 1) * MR..kc * MR], &b.row::<S, NV>(simd, pairs));
+    }
+    for (i, row) in acc.iter().enumerate() {
+        let dst = S::as_mut_simd_f32s(&mut c[i * ldc..][..NR]).0;
+        for (dst, &value) in dst.iter_mut().zip(row) {
+            *dst = if accumulate { simd.add_f32s(*dst, value) } else { value };
+        }
+    }
+}
+
+/// `acc[i][·] += a[i]·b[·]`: one k row of the tile.
+#[inline(always)]
+fn fma<S: Simd, const MR: usize, const NV: usize>(
+    simd: S,
+    acc: &mut [[S::f32s; NV]; MR],
+    a: &[f32],
+    b: &[S::f32s; NV],
+) {
+    for (row, &a) in acc.iter_mut().zip(a) {
+        let av = simd.splat_f32s(a);
+        for (acc, &bv) in row.iter_mut().zip(b) {
+            *acc = simd.mul_add_e_f32s(av, bv, *acc);
+        }
+    }
+}
+
+/// [`tile`] for a runtime row count `rows ≤ mr_for_lanes(lanes)`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn tile_rows<S: Simd, P: Panel>(
     simd: S,
     rows: usize,
     kc: usize,
     a: &[f32],
-    b: &[crate::bf16],
+    b: P,
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
@@ -187,7 +152,7 @@ pub(super) fn tile_rows_pairs<S: Simd>(
     macro_rules! by_rows {
         ($nv:literal, $($r:literal)*) => {
             match rows {
-                $($r => tile_pairs::<S, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
+                $($r => tile::<S, P, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
                 _ => unreachable!("row count {rows} above the register tile"),
             }
         };
@@ -375,36 +340,7 @@ pub(super) fn dot4_bf16<S: Simd, const M: usize>(
 /// as [`tile`] over the widened panel, hence bit-identical results.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod f16_avx512 {
-    use super::NR;
     use core::arch::x86_64::*;
-
-    /// One micro-tile of `rows ≤ 6`: `a.len() ≥ kc·rows`, `b.len() = kc·NR`,
-    /// `c.len() ≥ (rows−1)·ldc + NR`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512 F.
-    #[target_feature(enable = "avx512f")]
-    pub(in super::super) unsafe fn tile_rows(
-        rows: usize,
-        a: &[f32],
-        b: &[crate::f16],
-        c: &mut [f32],
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller guarantees the features (this function has them too).
-        unsafe {
-            match rows {
-                1 => tile::<1>(a, b, c, ldc, accumulate),
-                2 => tile::<2>(a, b, c, ldc, accumulate),
-                3 => tile::<3>(a, b, c, ldc, accumulate),
-                4 => tile::<4>(a, b, c, ldc, accumulate),
-                5 => tile::<5>(a, b, c, ldc, accumulate),
-                6 => tile::<6>(a, b, c, ldc, accumulate),
-                _ => unreachable!("row count {rows} above the register tile"),
-            }
-        }
-    }
 
     /// The skinny path's dot products on f16 weight rows (see [`super::super::gemv`]):
     /// `out[i][r] = Σ_k a[i][k]·b[r][k]` for `M ≤ 4` rows of A and 4 weight rows of equal
@@ -444,43 +380,5 @@ pub(super) mod f16_avx512 {
             }
         }
         out
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(a: &[f32], b: &[crate::f16], c: &mut [f32], ldc: usize, accumulate: bool) {
-        const NV: usize = NR / 16;
-        let kc = b.len() / NR;
-        assert!(a.len() >= kc * R && c.len() >= (R - 1) * ldc + NR);
-        let mut acc = [[_mm512_setzero_ps(); NV]; R];
-        let (ap, bp) = (a.as_ptr(), b.as_ptr());
-        for p in 0..kc {
-            // SAFETY: p < kc: B reads end at `(p+1)·NR ≤ b.len()` f16, A reads index
-            // `p·R + i < kc·R ≤ a.len()`; unaligned loads of plain data.
-            unsafe {
-                let bq = bp.add(p * NR);
-                let mut bv = [_mm512_setzero_ps(); NV];
-                for (v, bv) in bv.iter_mut().enumerate() {
-                    *bv = _mm512_cvtph_ps(_mm256_loadu_si256(bq.add(v * 16).cast()));
-                }
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*ap.add(p * R + i));
-                    for (acc, &bv) in row.iter_mut().zip(&bv) {
-                        *acc = _mm512_fmadd_ps(av, bv, *acc);
-                    }
-                }
-            }
-        }
-        let cp = c.as_mut_ptr();
-        for (i, row) in acc.iter().enumerate() {
-            for (v, &value) in row.iter().enumerate() {
-                // SAFETY: `i·ldc + v·16 + 16 ≤ (R−1)·ldc + NR ≤ c.len()` (asserted).
-                unsafe {
-                    let ptr = cp.add(i * ldc + v * 16);
-                    let value = if accumulate { _mm512_add_ps(_mm512_loadu_ps(ptr), value) } else { value };
-                    _mm512_storeu_ps(ptr, value);
-                }
-            }
-        }
     }
 }

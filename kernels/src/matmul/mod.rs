@@ -114,18 +114,7 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
         let run = isa.min(Isa::Avx512).min(crate::isa::detected_isa());
         crate::isa::record_dispatch(run);
         let a_rows = pack::widen_rows(a, run);
-        let a_split = if b.dtype() == DType::BF16 { pack::split_even_odd(&a_rows, dims.k) } else { Vec::new() };
-        let skinny = gemv::Skinny {
-            m: dims.m,
-            n: dims.n,
-            k: dims.k,
-            a: &a_rows,
-            a_split: &a_split,
-            b,
-            bias,
-            params: *params,
-            isa: run,
-        };
+        let skinny = gemv::Skinny { m: dims.m, n: dims.n, k: dims.k, a: &a_rows, b, bias, params: *params, isa: run };
         if dims.m > 0 {
             skinny.run(&c.shared());
         }

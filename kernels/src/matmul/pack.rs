@@ -349,15 +349,3 @@ pub(super) fn pack_a_bf16_pairs(a: &View, src: &[bf16], mr: usize) -> Vec<u32> {
     }
     buf
 }
-
-/// Rows of `[m][k]` f32 split into even-k and odd-k halves: `[m][2][⌈k/2⌉]` (odd tail 0).
-pub(super) fn split_even_odd(rows: &[f32], k: usize) -> Vec<f32> {
-    let half = k.div_ceil(2);
-    let mut out = vec![0f32; rows.len() / k.max(1) * 2 * half];
-    for (row, dst) in rows.chunks_exact(k.max(1)).zip(out.chunks_exact_mut(2 * half.max(1))) {
-        for (p, &v) in row.iter().enumerate() {
-            dst[(p % 2) * half + p / 2] = v;
-        }
-    }
-    out
-}

@@ -323,8 +323,11 @@ fn extract_partial(p: &Problem, item: Item, s: &mut Scratch) -> Partial {
     let rows = (i1 - i0) * p.r;
     let dv = p.dims.d_v;
     let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), (rows, dv), &mut s.row);
-    let o = (0..rows).flat_map(|m| &o[m * stride..][..dv]).copied().collect();
-    Partial { o, m: s.m[..rows].to_vec(), l: s.l[..rows].to_vec() }
+    let mut rows_o = Vec::with_capacity(rows * dv);
+    for m in 0..rows {
+        rows_o.extend_from_slice(&o[m * stride..][..dv]);
+    }
+    Partial { o: rows_o, m: s.m[..rows].to_vec(), l: s.l[..rows].to_vec() }
 }
 
 /// Merges the chunk partials of one (b, g, q tile) in chunk order and writes the rows.

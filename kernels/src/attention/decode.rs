@@ -96,10 +96,7 @@ impl WithSimd for DecodeOp<'_, '_> {
             let v_rows = rows_of(p, &p.v, item, (j0, nk), (dv, dv_pad), v_in_place, &mut s.v);
             // A few rows of the next tile per step of 4 keys: a whole tile's prefetches issued
             // at once would fill the miss buffers and stall the computation behind them.
-            let prefetch_step = |j: usize| {
-                let next = j0 + DK + j;
-                prefetcher.fetch(next, (next + 4).min(prefetch_end));
-            };
+            let prefetch_step = |j: usize| prefetcher.fetch_step(j0 + DK, j, 4, prefetch_end);
             match k_rows {
                 KvRows::F32(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
                 KvRows::BF16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),

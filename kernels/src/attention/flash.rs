@@ -430,12 +430,15 @@ impl WithSimd for ItemOp<'_, '_> {
             let nk = j1 - j0;
             let nk_pad = nk.div_ceil(AB) * AB;
             // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
-            // stream the cache once, from memory.
-            if p.chunk != usize::MAX && j1 < end {
-                prefetcher.fetch(j1, (j1 + BK).min(end));
-            }
+            // stream the cache once, from memory, and hint the next tile a step at a time.
+            let split = p.chunk != usize::MAX;
+            let prefetch_step = |j: usize| {
+                if split {
+                    prefetcher.fetch_step(j1, j, AB, end);
+                }
+            };
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);
-            scores(simd, &s.qt, k_tile, &s.zeros, d, mv, vmax, (nk, nk_pad), &mut s.s);
+            scores(simd, &s.qt, k_tile, &s.zeros, d, mv, vmax, (nk, nk_pad), &mut s.s, prefetch_step);
             apply_masks(p, item, (i0, i1), (j0, nk, nk_pad), m_pad, &mut s.s);
             softmax_update(simd, mv, nk_pad, &mut s.s, &mut s.m, &mut s.l, &mut s.alpha);
             accumulate(simd, &s.s, v_tile, &s.alpha, dv_pad, mv, vmax, nk, &mut s.o);
@@ -535,10 +538,12 @@ fn scores<S: Simd>(
     vmax: usize,
     (nk, nk_pad): (usize, usize),
     st: &mut [f32],
+    prefetch_step: impl Fn(usize),
 ) {
     let qt = S::as_simd_f32s(qt).0;
     let st = S::as_mut_simd_f32s(st).0;
     for j in (0..nk_pad).step_by(AB) {
+        prefetch_step(j);
         let krows: [&[f32]; AB] = std::array::from_fn(|t| if j + t < nk { k.row(j + t, d) } else { &zeros[..d] });
         let mut v0 = 0;
         while v0 < mv {

@@ -50,9 +50,18 @@ impl KeyPrefetcher {
         KeyPrefetcher { rows: [rows(&p.k, p.dims.d), rows(&p.v, p.dims.d_v)] }
     }
 
+    /// Spreads the hints for the tile starting at key `next` over the steps of the current
+    /// tile: called before the step of `step` keys at offset `j` of the current tile, it hints
+    /// rows `next + j .. next + j + step` (below `end`).
+    #[inline(always)]
+    pub(super) fn fetch_step(&self, next: usize, j: usize, step: usize, end: usize) {
+        let first = next + j;
+        self.fetch(first, (first + step).min(end));
+    }
+
     /// Hints K and V rows `j0..j1` (clipped to the keys that exist) into L2.
     #[inline(always)]
-    pub(super) fn fetch(&self, j0: usize, j1: usize) {
+    fn fetch(&self, j0: usize, j1: usize) {
         for rows in self.rows.iter().flatten() {
             for j in j0..j1.min(rows.keys) {
                 crate::simd::prefetch::l2_range(rows.base.wrapping_add(j * rows.stride), rows.bytes);

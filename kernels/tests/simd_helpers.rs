@@ -87,6 +87,23 @@ fn four_way_horizontal_sums_and_maxima_match_f64() {
     }
 }
 
+#[test]
+fn four_way_maxima_of_masked_and_nan_rows() {
+    // Row 0 fully masked (−∞), row 1 with one NaN lane, rows 2 and 3 ordinary.
+    let mut values: Vec<f32> = (0..64).map(|i| (i % 7) as f32 - 3.0).collect();
+    for isa in runnable_isas() {
+        let lanes = vectorize(isa, Reduce4(&values)).2;
+        values[..lanes].fill(f32::NEG_INFINITY);
+        values[lanes + lanes / 2] = f32::NAN;
+        let (sums, maxima, _) = vectorize(isa, Reduce4(&values));
+        assert_eq!(maxima[0], f32::NEG_INFINITY, "{isa}: fully masked row");
+        let others = values[lanes..2 * lanes].iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max);
+        assert!(maxima[1].is_nan() || maxima[1] == others, "{isa}: NaN row gave {}", maxima[1]);
+        assert!(sums[1].is_nan(), "{isa}: the sum must carry the NaN");
+        values = (0..64).map(|i| (i % 7) as f32 - 3.0).collect();
+    }
+}
+
 /// Stores every vector of `values` with `store_f32s` (the tail is left at zero).
 struct StoreAll<'a, E>(&'a [f32], std::marker::PhantomData<E>);
 

@@ -227,7 +227,8 @@ fn softmax_rows<S: Simd>(
     let rows = st.len() / DK;
     // Subtracted from each row's scores: its new max, or 0 while the row is fully masked.
     let mut base = [0f32; DECODE_ROWS];
-    // `m_old − base` per row (−∞ for a row seeing its first key); one vector at every level.
+    // `m_old − base` per row (−∞ for a row seeing its first key); whole vectors at every level.
+    const _: () = assert!(DECODE_ROWS <= 16);
     let mut shift = [0f32; 16];
     for m0 in (0..rows).step_by(4) {
         let mut row_max = [simd.splat_f32s(f32::NEG_INFINITY); 4];

@@ -13,8 +13,9 @@
 //! Both products are register-blocked micro-kernels (4 broadcast values × up to 4 vectors).
 //!
 //! K/V tiles (`BK` keys) are read in place when f32 and widened to f32 scratch otherwise; Qᵀ,
-//! Sᵀ, Oᵀ and the tiles are the only buffers: O(rows × (D + Dv + BK)) per thread (kept in a
-//! thread-local between calls), independent of N.
+//! Sᵀ, Oᵀ, the tiles and a staging buffer (Q rows before their transpose, O rows after it) are
+//! the only buffers: O(rows × (D + Dv + BK)) per thread (kept in a thread-local between calls),
+//! independent of N.
 //!
 //! The key range of an item is clipped by key lengths, causal and window masks, so fully masked
 //! tiles are never touched; causal/window edges are applied (as row ranges per key) only on tiles
@@ -82,7 +83,8 @@ pub(super) struct Item {
     pub(super) chunk: usize,
 }
 
-/// Per-task scratch (f32, lanes-multiple padded); reused across the items a task runs.
+/// Per-task scratch (f32); reused across the items a task runs. The prefill kernel pads its
+/// row dimension to whole vectors; decode keeps exactly `rows` entries of `m` and `l`.
 #[derive(Default)]
 pub(super) struct Scratch {
     pub(super) qt: Vec<f32>,
@@ -95,7 +97,9 @@ pub(super) struct Scratch {
     pub(super) m: Vec<f32>,
     pub(super) l: Vec<f32>,
     pub(super) alpha: Vec<f32>,
-    pub(super) row: Vec<f32>,
+    /// Rows on their way into or out of a transpose: Q `[rows][D]` before Qᵀ, O `[rows][Dv]`
+    /// after Oᵀ.
+    pub(super) staging: Vec<f32>,
     pub(super) zeros: Vec<f32>,
 }
 
@@ -308,7 +312,7 @@ impl Sink<'_, '_> {
 fn write_rows(p: &Problem, item: Item, s: &mut Scratch, sink: &Sink) {
     let (i0, i1) = p.rows(item.qt);
     let dv = p.dims.d_v;
-    let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), ((i1 - i0) * p.r, dv), &mut s.row);
+    let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), ((i1 - i0) * p.r, dv), &mut s.staging);
     for qi in 0..i1 - i0 {
         for hl in 0..p.r {
             let m = qi * p.r + hl;
@@ -322,7 +326,7 @@ fn extract_partial(p: &Problem, item: Item, s: &mut Scratch) -> Partial {
     let (i0, i1) = p.rows(item.qt);
     let rows = (i1 - i0) * p.r;
     let dv = p.dims.d_v;
-    let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), (rows, dv), &mut s.row);
+    let (o, stride) = o_by_rows(p.isa, (&mut s.o, s.o_layout), (rows, dv), &mut s.staging);
     let mut rows_o = Vec::with_capacity(rows * dv);
     for m in 0..rows {
         rows_o.extend_from_slice(&o[m * stride..][..dv]);
@@ -387,18 +391,20 @@ impl WithSimd for ItemOp<'_, '_> {
 
         // Qᵀ, pre-scaled; padding rows are zero. The rows are widened first, then transposed
         // in blocks.
-        s.row.clear();
-        s.row.resize(rows * d, 0.0);
-        for qi in (0..i1 - i0).filter(|_| d > 0) {
-            for hl in 0..r {
-                let m = qi * r + hl;
-                let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
-                p.q.data().widen(offset, &mut s.row[m * d..(m + 1) * d], p.isa);
+        s.staging.clear();
+        s.staging.resize(rows * d, 0.0);
+        if d > 0 {
+            for qi in 0..i1 - i0 {
+                for hl in 0..r {
+                    let m = qi * r + hl;
+                    let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
+                    p.q.data().widen(offset, &mut s.staging[m * d..(m + 1) * d], p.isa);
+                }
             }
         }
         s.qt.clear();
         s.qt.resize(d * m_pad, 0.0);
-        transpose(p.isa, &s.row, d, (rows, d), &mut s.qt, m_pad);
+        transpose(p.isa, &s.staging, d, (rows, d), &mut s.qt, m_pad);
         let scale = simd.splat_f32s(p.scale);
         for x in S::as_mut_simd_f32s(&mut s.qt).0 {
             *x = simd.mul_f32s(*x, scale);

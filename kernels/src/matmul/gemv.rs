@@ -1,6 +1,7 @@
 //! The skinny path (M ≤ [`MAX_ROWS`], decode) for unpacked weights whose K is contiguous (the
-//! nn.Linear `[N, K]` layout): each weight row is streamed once, widened a chunk at a time, and
-//! dotted with every row of A; no B packing (which would read and write all of B once more).
+//! nn.Linear `[N, K]` layout): each weight row is streamed once, in chunks, widened in
+//! registers and dotted with every row of A; no B packing (which would read and write all of B
+//! once more).
 //!
 //! Register tile: 4 weight rows × M rows of A, one vector of K each (`4·M ≤ 16` accumulators),
 //! reduced horizontally at the end; the K tail is added in scalar. 16-bit weights are widened

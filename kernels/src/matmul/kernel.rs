@@ -12,8 +12,9 @@
 //! `[kc][NR]` rows, or bf16 k pairs, widened in registers; N tail zero-padded at pack time),
 //! two k rows per step. Writes: an f32 scratch tile with row stride `ldc`, overwriting it or
 //! adding to it.
-//! No closures here or in the driver's task body: a closure is a separate function that does
-//! not inherit the caller's target features, and the SIMD intrinsics would not inline into it.
+//! No closures around SIMD code here or in the driver's task body: a closure is a separate
+//! function that does not inherit the caller's target features, and the SIMD intrinsics would
+//! not inline into it.
 //!
 //! The sum for one element is `Σ_p a·b` in increasing `p`, then added to the scratch: the order
 //! never depends on threads.
@@ -72,10 +73,13 @@ pub(super) struct Pairs<'b>(pub &'b [crate::bf16]);
 impl Panel for Pairs<'_> {
     #[inline(always)]
     fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]) {
-        let pairs = S::as_simd_u32s(pulp::bytemuck::cast_slice(&self.0[2 * p * NR..][..2 * NR])).0;
+        // Bytes, read unaligned: a `Vec<bf16>` is only 2-byte aligned.
+        let bytes: &[u8] = pulp::bytemuck::cast_slice(&self.0[2 * p * NR..][..2 * NR]);
+        let size = core::mem::size_of::<S::u32s>();
         let (high, shift) = (simd.splat_u32s(0xffff_0000), simd.splat_u32s(16));
         let (mut lo, mut hi) = ([simd.splat_f32s(0.0); NV], [simd.splat_f32s(0.0); NV]);
-        for ((lo, hi), &x) in lo.iter_mut().zip(&mut hi).zip(pairs) {
+        for (v, (lo, hi)) in lo.iter_mut().zip(&mut hi).enumerate() {
+            let x: S::u32s = pulp::bytemuck::pod_read_unaligned(&bytes[v * size..(v + 1) * size]);
             *lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
             *hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
         }
@@ -165,7 +169,7 @@ pub(super) fn tile_rows<S: Simd, P: Panel>(
     }
 }
 
-/// Widens a block of a pair-interleaved bf16 panel (`[kc/2][NR][2]`, see
+/// Widens a block of a pair-interleaved bf16 panel (`[⌈kc/2⌉][NR][2]`, see
 /// [`super::pack::pack_b_bf16_pairs`]) into `[kc][NR]` f32: each 32-bit pair holds `k` in its low
 /// half and `k+1` in its high half, so the two f32 rows are `pair << 16` and `pair & 0xffff0000`
 /// (exact; NaNs stay NaN). `src.len() = kc.div_ceil(2)·2·NR`, `dst.len() = kc·NR`.

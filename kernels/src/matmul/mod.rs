@@ -13,7 +13,7 @@
 //! - **bf16 × bf16** on AVX512_BF16 CPUs: the same driver with a `vdpbf16ps` tile (twice the
 //!   f32 FMA rate on Zen 4). Used only when A itself is bf16; f32 activations are never rounded.
 //! - **Skinny** (M ≤ 4, unpacked K-contiguous weights, `gemv`): streams each weight row once,
-//!   no packing. Prepacked skinny calls run the blocked driver with one A panel, widening bf16
+//!   no packing. Prepacked skinny calls run the blocked driver with one A panel, widening 16-bit
 //!   panels in registers.
 //!
 //! ## Threading and determinism

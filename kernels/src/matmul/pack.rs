@@ -1,5 +1,6 @@
 //! Packing: B into `NR`-column panels (`[panel][k][NR]`, N tail zero-padded; f32, or bf16/f16
-//! kept as they are, to be widened a `KC × NR` block at a time by the driver) and A into
+//! kept as they are, widened by the driver a `KC × NR` block at a time, or in registers for
+//! skinny calls) and A into
 //! `MR`-row panels (`[panel][k][rows]`, widened to f32), so the micro-kernel reads contiguous
 //! f32 runs.
 

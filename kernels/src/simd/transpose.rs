@@ -28,7 +28,7 @@ pub fn transpose(isa: Isa, src: &[f32], ld_src: usize, (rows, cols): (usize, usi
         let height = BLOCK.min(rows - r0);
         for c0 in (0..cols).step_by(BLOCK) {
             let width = BLOCK.min(cols - c0);
-            // The next block's lines of these rows (large row strides defeat the hardware
+            // These rows' lines two blocks ahead (large row strides defeat the hardware
             // prefetcher).
             for r in r0..r0 + height {
                 crate::simd::prefetch::l1(src.as_ptr().wrapping_add(r * ld_src + c0 + 2 * BLOCK));

@@ -34,13 +34,20 @@ pub(super) const fn mr_for_lanes(lanes: usize) -> usize {
     }
 }
 
-/// A packed B panel block (`kc` k rows of `NR` columns), read two k rows at a time as f32
-/// vectors: the micro-kernel is written once over this and serves every panel storage.
+/// A packed B panel block (`kc` k rows of `NR` columns of f32 values, however stored): the
+/// micro-kernel is written once over this and serves every panel storage.
 pub(super) trait Panel: Copy {
-    /// Vectors `0..NV` of k rows `2p` and `2p + 1` (both must exist).
-    fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]);
-    /// Vectors `0..NV` of k row `2p` alone (the last row of an odd block).
-    fn row<S: Simd, const NV: usize>(self, simd: S, p: usize) -> [S::f32s; NV];
+    /// `acc[i][·] += a_lo[i]·B[2p][·]`, then `+= a_hi[i]·B[2p + 1][·]` (both k rows exist).
+    fn fma_pair<S: Simd, const MR: usize, const NV: usize>(
+        self,
+        simd: S,
+        p: usize,
+        acc: &mut [[S::f32s; NV]; MR],
+        a_lo: &[f32],
+        a_hi: &[f32],
+    );
+    /// Vectors `0..NV` of k row `k` (the last row of an odd block).
+    fn row<S: Simd, const NV: usize>(self, simd: S, k: usize) -> [S::f32s; NV];
 }
 
 /// A `[kc][NR]` panel block of f32 or f16, widened in registers ([`LoadF32`]).
@@ -49,13 +56,22 @@ pub(super) struct Rows<'b, E>(pub &'b [E]);
 
 impl<E: LoadF32> Panel for Rows<'_, E> {
     #[inline(always)]
-    fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]) {
-        (self.row::<S, NV>(simd, p), Rows(&self.0[NR..]).row::<S, NV>(simd, p))
+    fn fma_pair<S: Simd, const MR: usize, const NV: usize>(
+        self,
+        simd: S,
+        p: usize,
+        acc: &mut [[S::f32s; NV]; MR],
+        a_lo: &[f32],
+        a_hi: &[f32],
+    ) {
+        // One k row over all rows at a time (row by row measured ≈ 15 % slower here).
+        fma(simd, acc, a_lo, &self.row::<S, NV>(simd, 2 * p));
+        fma(simd, acc, a_hi, &self.row::<S, NV>(simd, 2 * p + 1));
     }
 
     #[inline(always)]
-    fn row<S: Simd, const NV: usize>(self, simd: S, p: usize) -> [S::f32s; NV] {
-        let row = &self.0[2 * p * NR..][..NR];
+    fn row<S: Simd, const NV: usize>(self, simd: S, k: usize) -> [S::f32s; NV] {
+        let row = &self.0[k * NR..][..NR];
         let mut out = [simd.splat_f32s(0.0); NV];
         for (v, out) in out.iter_mut().enumerate() {
             *out = E::load_f32s(simd, row, v);
@@ -70,25 +86,54 @@ impl<E: LoadF32> Panel for Rows<'_, E> {
 #[derive(Clone, Copy)]
 pub(super) struct Pairs<'b>(pub &'b [crate::bf16]);
 
-impl Panel for Pairs<'_> {
+impl Pairs<'_> {
+    /// Vectors `0..NV` of pair `p`, widened: (row `2p`, row `2p + 1`).
     #[inline(always)]
     fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]) {
-        // Bytes, read unaligned: a `Vec<bf16>` is only 2-byte aligned.
-        let bytes: &[u8] = pulp::bytemuck::cast_slice(&self.0[2 * p * NR..][..2 * NR]);
-        let size = core::mem::size_of::<S::u32s>();
+        let pairs = &self.0[2 * p * NR..][..2 * NR];
+        let lanes = S::U32_LANES;
         let (high, shift) = (simd.splat_u32s(0xffff_0000), simd.splat_u32s(16));
+        assert!(NV * lanes * 2 <= pairs.len());
         let (mut lo, mut hi) = ([simd.splat_f32s(0.0); NV], [simd.splat_f32s(0.0); NV]);
         for (v, (lo, hi)) in lo.iter_mut().zip(&mut hi).enumerate() {
-            let x: S::u32s = pulp::bytemuck::pod_read_unaligned(&bytes[v * size..(v + 1) * size]);
+            // SAFETY: `v·lanes + lanes ≤ NV·lanes` u32 = `2·NV·lanes` bf16 ≤ `pairs.len()`
+            // (asserted); an unaligned read (a `Vec<bf16>` is only 2-byte aligned).
+            let x: S::u32s = unsafe { pairs.as_ptr().cast::<u32>().add(v * lanes).cast::<S::u32s>().read_unaligned() };
             *lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
             *hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
         }
         (lo, hi)
     }
+}
+
+impl Panel for Pairs<'_> {
+    #[inline(always)]
+    fn fma_pair<S: Simd, const MR: usize, const NV: usize>(
+        self,
+        simd: S,
+        p: usize,
+        acc: &mut [[S::f32s; NV]; MR],
+        a_lo: &[f32],
+        a_hi: &[f32],
+    ) {
+        let (lo, hi) = self.pair::<S, NV>(simd, p);
+        // Row by row, both k rows (the order of the kernel this replaced, measured fastest).
+        for (row, (&a0, &a1)) in acc.iter_mut().zip(a_lo.iter().zip(a_hi)) {
+            let av = simd.splat_f32s(a0);
+            for (acc, &bv) in row.iter_mut().zip(&lo) {
+                *acc = simd.mul_add_e_f32s(av, bv, *acc);
+            }
+            let av = simd.splat_f32s(a1);
+            for (acc, &bv) in row.iter_mut().zip(&hi) {
+                *acc = simd.mul_add_e_f32s(av, bv, *acc);
+            }
+        }
+    }
 
     #[inline(always)]
-    fn row<S: Simd, const NV: usize>(self, simd: S, p: usize) -> [S::f32s; NV] {
-        self.pair::<S, NV>(simd, p).0
+    fn row<S: Simd, const NV: usize>(self, simd: S, k: usize) -> [S::f32s; NV] {
+        let (lo, hi) = self.pair::<S, NV>(simd, k / 2);
+        if k.is_multiple_of(2) { lo } else { hi }
     }
 }
 
@@ -108,13 +153,11 @@ fn tile<S: Simd, P: Panel, const MR: usize, const NV: usize>(
     let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
     let pairs = kc / 2;
     for (p, a_pair) in a[..pairs * 2 * MR].chunks_exact(2 * MR).enumerate() {
-        let (lo, hi) = b.pair::<S, NV>(simd, p);
         let (a_lo, a_hi) = a_pair.split_at(MR);
-        fma(simd, &mut acc, a_lo, &lo);
-        fma(simd, &mut acc, a_hi, &hi);
+        b.fma_pair(simd, p, &mut acc, a_lo, a_hi);
     }
     if kc % 2 == 1 {
-        fma(simd, &mut acc, &a[(kc - 1) * MR..kc * MR], &b.row::<S, NV>(simd, pairs));
+        fma(simd, &mut acc, &a[(kc - 1) * MR..kc * MR], &b.row::<S, NV>(simd, kc - 1));
     }
     for (i, row) in acc.iter().enumerate() {
         let dst = S::as_mut_simd_f32s(&mut c[i * ldc..][..NR]).0;

@@ -12,7 +12,7 @@
 //! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
-use super::kernel::{NR, Pairs, Panel, Rows, tile_rows, widen_bf16_pairs};
+use super::kernel::{NR, Pairs, Panel, Rows, tile_rows};
 use crate::isa::Isa;
 use crate::tensor::{SharedOut, View};
 use pulp::{Simd, WithSimd};
@@ -93,7 +93,6 @@ impl Problem<'_> {
 
 thread_local! {
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static WIDE_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 struct Task<'a> {
@@ -118,10 +117,6 @@ impl WithSimd for Task<'_> {
         let rows = i1 - i0;
         // Taken out of the thread-local (not borrowed in a closure: see the kernel's docs).
         let mut scratch_buf = SCRATCH.take();
-        let mut wide = WIDE_B.take();
-        if matches!(p.b, PanelsRef::BF16(_)) && wide.len() < KC * NR {
-            wide.resize(KC * NR, 0.0);
-        }
         {
             let scratch = &mut scratch_buf;
             if scratch.len() < rows * ldc {
@@ -136,22 +131,14 @@ impl WithSimd for Task<'_> {
                 for jp in jp0..jp1 {
                     let range = jp * p.k * NR + kb * NR..jp * p.k * NR + (kb + kc) * NR;
                     let block = Block { rows: i0..i1, col: (jp - jp0) * NR, ldc, kb, kc };
-                    // f16 panels are widened in registers (measured 3–15 % faster than a widened
-                    // copy at every M). bf16 pair panels too when the block has one A panel; with
-                    // more, widening once into `wide` measured faster.
-                    let pairs_in_registers = i1 - i0 <= p.mr;
                     match p.b {
                         PanelsRef::F32(b) => panel_tiles(simd, p, Rows(&b[range]), scratch, &block),
                         PanelsRef::BF16(b) => {
                             let panel = jp * p.k.div_ceil(2) * 2 * NR;
                             let pairs = &b[panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR];
-                            if let Some(a_pairs) = p.a_pairs {
-                                dot_bf16_panel(p, a_pairs, pairs, scratch, &block);
-                            } else if pairs_in_registers {
-                                panel_tiles(simd, p, Pairs(pairs), scratch, &block);
-                            } else {
-                                widen_bf16_pairs(simd, pairs, &mut wide[..kc * NR]);
-                                panel_tiles(simd, p, Rows(&wide[..kc * NR]), scratch, &block);
+                            match p.a_pairs {
+                                Some(a_pairs) => dot_bf16_panel(p, a_pairs, pairs, scratch, &block),
+                                None => panel_tiles(simd, p, Pairs(pairs), scratch, &block),
                             }
                         }
                         PanelsRef::F16(b) => panel_tiles(simd, p, Rows(&b[range]), scratch, &block),
@@ -161,7 +148,6 @@ impl WithSimd for Task<'_> {
             epilogue(p, out, scratch, ldc, i0..i1, j0..j1);
         }
         SCRATCH.set(scratch_buf);
-        WIDE_B.set(wide);
     }
 }
 

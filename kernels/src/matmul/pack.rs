@@ -1,8 +1,6 @@
 //! Packing: B into `NR`-column panels (`[panel][k][NR]`, N tail zero-padded; f32, or bf16/f16
-//! kept as they are, widened by the driver a `KC × NR` block at a time, or in registers for
-//! skinny calls) and A into
-//! `MR`-row panels (`[panel][k][rows]`, widened to f32), so the micro-kernel reads contiguous
-//! f32 runs.
+//! kept as they are, widened in registers by the micro-kernel) and A into `MR`-row panels
+//! (`[panel][k][rows]`, widened to f32), so the micro-kernel reads contiguous runs.
 
 use super::kernel::NR;
 use crate::dtype::{DType, Element, bf16};

@@ -1,7 +1,7 @@
 //! # flashkern-kernels
 //!
 //! Hand-tuned SIMD CPU kernels for transformer inference: fused attention, matmul and
-//! residual + norm, each with a naive f64 reference twin in [`reference`].
+//! residual + norm, each with a naive f64 reference twin in [`reference`](mod@reference).
 //!
 //! ## Conventions
 //! - Row-major; strides are in **elements**, non-negative; stride 0 broadcasts (inputs only).

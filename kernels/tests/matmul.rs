@@ -247,6 +247,8 @@ fn k_spanning_several_blocks_and_skinny_m() {
         (16, 50, 129),
         (17, 50, 129),
         (70, 60, 400),
+        // Several row tiles (120 rows each, a multiple of both the 6- and the 4-row tiles).
+        (250, 70, 200),
     ] {
         let mut case = simple(m, n, k);
         for weights in [DType::F16, DType::BF16] {

@@ -32,7 +32,7 @@ pub(super) struct Problem<'a> {
     pub m: usize,
     pub n: usize,
     pub k: usize,
-    /// Rows of the A panels (the register tile's MR for `isa`).
+    /// Rows of the A panels (the register tile's MR for `isa` and the panels' storage).
     pub mr: usize,
     pub a: &'a [f32],
     pub b: PanelsRef<'a>,

@@ -28,10 +28,11 @@ pub(super) const NR: usize = 64;
 
 /// Rows of the register tile over bf16 pair panels at AVX-512: 4 × 4 accumulators leave room
 /// for a pair's 8 widened vectors, where the 6-row tile spills (4 rows measured 1.06–1.25×
-/// faster than 6 with a widened copy, and than 6 spilling; f32 and f16 panels keep 6).
+/// faster than 6 with the former widened copy, and than 6 spilling; f32 and f16 panels keep 6).
 pub(super) const PAIRS_MR: usize = 4;
 
-/// Rows of the register tile (and of packed A panels) for a SIMD width.
+/// Rows of the register tile (and of packed A panels) for a SIMD width, except over bf16 pair
+/// panels ([`PAIRS_MR`]).
 pub(super) const fn mr_for_lanes(lanes: usize) -> usize {
     match lanes {
         16 => 6,
@@ -232,7 +233,8 @@ pub(super) mod dot_bf16 {
     use super::NR;
     use core::arch::x86_64::*;
 
-    /// Rows of the register tile (the AVX-512 f32 tile's, so A panels pack alike).
+    /// Rows of the register tile (the AVX-512 `mr_for_lanes(16)`, which `run_packed` packs the
+    /// bf16 A pairs with).
     const MR: usize = 6;
 
     /// One micro-tile of `rows ≤ MR`: `a.len() ≥ kp·rows`, `b.len() ≥ kp·2·NR`,

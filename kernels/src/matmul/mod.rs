@@ -7,14 +7,14 @@
 //!
 //! ## Paths
 //! - **Blocked** (BLIS-style, `driver`): B packed into 64-column panels ([`PackedMatrix`], or
-//!   per call), A into 6-row panels, a 6 × 64 f32 FMA register tile on AVX-512 (1 × 64 on AVX2,
-//!   scalar fallback), K blocks of 96 accumulated in an f32 scratch tile, then the fused
+//!   per call), A into 6-row panels, a 6 × 64 f32 FMA register tile on AVX-512 (4 × 64 over bf16
+//!   panels; 1 × 64 on AVX2, scalar fallback), 16-bit panels widened in registers, K blocks of
+//!   96 accumulated in an f32 scratch tile, then the fused
 //!   epilogue (α, β, bias, vectorised GELU) and one rounding into C.
 //! - **bf16 × bf16** on AVX512_BF16 CPUs: the same driver with a `vdpbf16ps` tile (twice the
 //!   f32 FMA rate on Zen 4). Used only when A itself is bf16; f32 activations are never rounded.
 //! - **Skinny** (M ≤ 4, unpacked K-contiguous weights, `gemv`): streams each weight row once,
-//!   no packing. Prepacked skinny calls run the blocked driver with one A panel, widening 16-bit
-//!   panels in registers.
+//!   no packing. Prepacked skinny calls run the blocked driver with one row tile.
 //!
 //! ## Threading and determinism
 //! A fixed grid of C tiles (depending only on M, N, K) is spread over the caller's rayon pool;
@@ -139,7 +139,7 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
 /// Layout: `⌈N/64⌉` panels of 64 columns (the N tail zero-padded), stored in f32 (`[K][64]`,
 /// 64-byte aligned), f16 (`[K][64]`) or bf16 (`[⌈K/2⌉][64][2]`: k pairs interleaved, the
 /// `vdpbf16ps` operand layout). 16-bit panels take half the bytes and are widened to f32
-/// exactly, in registers or one `96 × 64` block at a time. The layout is the same for every ISA
+/// exactly, in registers. The layout is the same for every ISA
 /// level, so one packed matrix serves any later cap. Immutable and `Sync`: share it across
 /// threads.
 #[derive(Clone, Debug)]
@@ -167,7 +167,8 @@ impl PackedMatrix {
     /// pack time (twice the memory, no per-call widening); a 16-bit `storage` must equal `b`'s
     /// dtype (no rounding happens here). Measured on Zen 4 with f32 activations, 1 thread:
     /// 16-bit panels (widened in registers by the micro-kernel) run the compute-bound shapes
-    /// as fast as f32 panels or up to 10 % faster, and GEMV ~3.3× faster (half the bytes). bf16 panels with bf16 activations use `vdpbf16ps` where the CPU has it.
+    /// as fast as f32 panels or up to 10 % faster, and GEMV ~3.3× faster (half the bytes).
+    /// bf16 panels with bf16 activations use `vdpbf16ps` where the CPU has it.
     pub fn pack_as(b: &View, storage: DType) -> Result<PackedMatrix> {
         b.layout().require_rank("b", 2)?;
         let (n, k) = (b.shape()[0], b.shape()[1]);

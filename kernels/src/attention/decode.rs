@@ -12,7 +12,7 @@
 //! code.
 
 use super::flash::{Item, OLayout, Problem, Scratch, Tile, apply_element_masks, widen_rows};
-use super::prefetch::KeyPrefetcher;
+use super::prefetch::{Hint, KeyPrefetcher};
 use crate::dtype::{bf16, f16};
 use crate::simd::exp::exp_no_overflow_f32s;
 use crate::simd::load::LoadF32;
@@ -94,13 +94,15 @@ impl WithSimd for DecodeOp<'_, '_> {
             let nk = j1 - j0;
             let k_rows = rows_of(p, &p.k, item, (j0, nk), (d, d_pad), k_in_place, &mut s.k);
             let v_rows = rows_of(p, &p.v, item, (j0, nk), (dv, dv_pad), v_in_place, &mut s.v);
-            // A few rows of the next tile per step of 4 keys: a whole tile's prefetches issued
-            // at once would fill the miss buffers and stall the computation behind them.
-            let prefetch_step = |j: usize| prefetcher.fetch_step(j0 + DK, j, 4, prefetch_end);
+            // The next tile's K rows a few at a time while the scores run, its V rows one at a
+            // time while O accumulates: a whole tile's hints issued at once would fill the miss
+            // buffers and stall the computation behind them.
+            let next_k = |j: usize| prefetcher.fetch_step(Hint::K, j0 + DK, j, 4, prefetch_end);
+            let next_v = |j: usize| prefetcher.fetch_step(Hint::V, j0 + DK, j, 1, prefetch_end);
             match k_rows {
-                KvRows::F32(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
-                KvRows::BF16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
-                KvRows::F16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, prefetch_step),
+                KvRows::F32(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, next_k),
+                KvRows::BF16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, next_k),
+                KvRows::F16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, next_k),
             }
             apply_element_masks(p, item, (i0, i1), j0, nk, &mut s.s, |t, m| m * DK + t);
             for m in 0..rows {
@@ -108,9 +110,9 @@ impl WithSimd for DecodeOp<'_, '_> {
             }
             softmax_rows(simd, &mut s.s[..rows * DK], &mut m_run, &mut l_run, &mut alpha);
             match v_rows {
-                KvRows::F32(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o),
-                KvRows::BF16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o),
-                KvRows::F16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o),
+                KvRows::F32(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o, next_v),
+                KvRows::BF16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o, next_v),
+                KvRows::F16(v) => accumulate(simd, &s.s, rows, v, nk, dv_pad, &alpha, &mut s.o, next_v),
             }
             j0 = j1;
         }
@@ -266,7 +268,8 @@ fn softmax_rows<S: Simd>(
     }
 }
 
-/// `O[m][·] = α_m·O[m][·] + Σ_j P[m][j]·V[j][·]` (`O` is `[rows][dv_pad]`).
+/// `O[m][·] = α_m·O[m][·] + Σ_j P[m][j]·V[j][·]` (`O` is `[rows][dv_pad]`), calling
+/// `prefetch_key(j)` once per key, during the first block's pass over the keys.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn accumulate<S: Simd, E: LoadF32>(
@@ -278,13 +281,15 @@ fn accumulate<S: Simd, E: LoadF32>(
     dv_pad: usize,
     alpha: &[f32; DECODE_ROWS],
     o: &mut [f32],
+    prefetch_key: impl Fn(usize),
 ) {
     let nvec = dv_pad / S::F32_LANES;
     let o = S::as_mut_simd_f32s(o).0;
     macro_rules! block {
-        ($r:literal, $c:literal, $m0:expr, $c0:expr) => {
-            accumulate_block::<S, E, $r, $c>(simd, pt, $m0, $c0, v, nk, dv_pad, nvec, alpha, o)
-        };
+        ($r:literal, $c:literal, $m0:expr, $c0:expr) => {{
+            let hint = ($m0 == 0 && $c0 == 0).then_some(&prefetch_key);
+            accumulate_block::<S, E, $r, $c>(simd, pt, $m0, $c0, v, nk, dv_pad, nvec, alpha, o, hint)
+        }};
     }
     let mut m0 = 0;
     while m0 < rows {
@@ -329,6 +334,7 @@ fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize>(
     nvec: usize,
     alpha: &[f32; DECODE_ROWS],
     o: &mut [S::f32s],
+    prefetch_key: Option<&impl Fn(usize)>,
 ) {
     let mut acc = [[simd.splat_f32s(0.0); C]; R];
     for i in 0..R {
@@ -338,6 +344,9 @@ fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize>(
         }
     }
     for j in 0..nk {
+        if let Some(prefetch_key) = prefetch_key {
+            prefetch_key(j);
+        }
         let vrow = v.row(j, dv_pad);
         let vv: [S::f32s; C] = std::array::from_fn(|u| E::load_f32s(simd, vrow, c0 + u));
         for i in 0..R {

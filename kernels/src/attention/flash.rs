@@ -31,7 +31,7 @@
 //! for any thread count.
 
 use super::decode::{DECODE_ROWS, DecodeOp};
-use super::prefetch::KeyPrefetcher;
+use super::prefetch::{Hint, KeyPrefetcher};
 use super::{AttentionDims, AttentionParams, Causal, mask_value};
 use crate::isa::Isa;
 use crate::simd::exp::exp_no_overflow_f32s;
@@ -440,7 +440,7 @@ impl WithSimd for ItemOp<'_, '_> {
             let split = p.chunk != usize::MAX;
             let prefetch_step = |j: usize| {
                 if split {
-                    prefetcher.fetch_step(j1, j, AB, end);
+                    prefetcher.fetch_step(Hint::KV, j1, j, AB, end);
                 }
             };
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);

@@ -9,6 +9,17 @@
 use super::flash::{Item, Problem};
 use crate::tensor::{Data, View};
 
+/// Which views' rows a hint covers.
+#[derive(Clone, Copy)]
+pub(super) enum Hint {
+    /// K only.
+    K,
+    /// V only.
+    V,
+    /// K and V.
+    KV,
+}
+
 /// One view's rows for a (batch, KV head): the address of key 0, the row stride and the row
 /// length in bytes, and the number of keys. Computed once per item, so each hint is one add.
 #[derive(Clone, Copy)]
@@ -52,18 +63,17 @@ impl KeyPrefetcher {
 
     /// Spreads the hints for the tile starting at key `next` over the steps of the current
     /// tile: called before the step of `step` keys at offset `j` of the current tile, it hints
-    /// rows `next + j .. next + j + step` (below `end`).
+    /// rows `next + j .. next + j + step` (below `end`) of `which` views.
     #[inline(always)]
-    pub(super) fn fetch_step(&self, next: usize, j: usize, step: usize, end: usize) {
+    pub(super) fn fetch_step(&self, which: Hint, next: usize, j: usize, step: usize, end: usize) {
         let first = next + j;
-        self.fetch(first, (first + step).min(end));
-    }
-
-    /// Hints K and V rows `j0..j1` (clipped to the keys that exist) into L2.
-    #[inline(always)]
-    fn fetch(&self, j0: usize, j1: usize) {
-        for rows in self.rows.iter().flatten() {
-            for j in j0..j1.min(rows.keys) {
+        let views = match which {
+            Hint::K => &self.rows[..1],
+            Hint::V => &self.rows[1..],
+            Hint::KV => &self.rows[..],
+        };
+        for rows in views.iter().flatten() {
+            for j in first..(first + step).min(end).min(rows.keys) {
                 crate::simd::prefetch::l2_range(rows.base.wrapping_add(j * rows.stride), rows.bytes);
             }
         }

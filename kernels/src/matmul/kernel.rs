@@ -20,7 +20,7 @@
 //! The sum for one element is `Σ_p a·b` in increasing `p`, then added to the scratch: the order
 //! never depends on threads.
 
-use crate::simd::load::LoadF32;
+use crate::simd::load::{LoadF32, bf16_pairs_f32s};
 use pulp::Simd;
 
 /// Columns of a packed B panel; the same for every ISA so a [`super::PackedMatrix`] serves all.
@@ -98,16 +98,9 @@ impl Pairs<'_> {
     #[inline(always)]
     fn pair<S: Simd, const NV: usize>(self, simd: S, p: usize) -> ([S::f32s; NV], [S::f32s; NV]) {
         let pairs = &self.0[2 * p * NR..][..2 * NR];
-        let lanes = S::U32_LANES;
-        let (high, shift) = (simd.splat_u32s(0xffff_0000), simd.splat_u32s(16));
-        assert!(NV * lanes * 2 <= pairs.len());
         let (mut lo, mut hi) = ([simd.splat_f32s(0.0); NV], [simd.splat_f32s(0.0); NV]);
         for (v, (lo, hi)) in lo.iter_mut().zip(&mut hi).enumerate() {
-            // SAFETY: `v·lanes + lanes ≤ NV·lanes` u32 = `2·NV·lanes` bf16 ≤ `pairs.len()`
-            // (asserted); an unaligned read (a `Vec<bf16>` is only 2-byte aligned).
-            let x: S::u32s = unsafe { pairs.as_ptr().cast::<u32>().add(v * lanes).cast::<S::u32s>().read_unaligned() };
-            *lo = simd.transmute_f32s_u32s(simd.wrapping_dyn_shl_u32s(x, shift));
-            *hi = simd.transmute_f32s_u32s(simd.and_u32s(x, high));
+            (*lo, *hi) = bf16_pairs_f32s(simd, pairs, v);
         }
         (lo, hi)
     }

@@ -15,6 +15,21 @@ pub trait LoadF32: Element {
     fn load_f32s<S: Simd>(simd: S, row: &[Self], index: usize) -> S::f32s;
 }
 
+/// Elements `2·pair·L .. 2·(pair+1)·L` of `row`, read as `L` 32-bit words, widened to the even
+/// elements (each word's low half, `<< 16`) and the odd ones (its high half, masked): exact, and
+/// one load for two vectors (the matmul's bf16 k-pair panels). Panics when the row is too short.
+#[inline(always)]
+pub fn bf16_pairs_f32s<S: Simd>(simd: S, row: &[bf16], pair: usize) -> (S::f32s, S::f32s) {
+    let lanes = S::U32_LANES;
+    let words = &row[2 * pair * lanes..2 * (pair + 1) * lanes];
+    // SAFETY: `words` holds 2·L bf16 = L u32 (a whole `S::u32s`); an unaligned read, since a
+    // bf16 slice is only 2-byte aligned.
+    let x: S::u32s = unsafe { words.as_ptr().cast::<S::u32s>().read_unaligned() };
+    let even = simd.wrapping_dyn_shl_u32s(x, simd.splat_u32s(16));
+    let odd = simd.and_u32s(x, simd.splat_u32s(0xffff_0000));
+    (simd.transmute_f32s_u32s(even), simd.transmute_f32s_u32s(odd))
+}
+
 impl LoadF32 for f32 {
     #[inline(always)]
     fn load_f32s<S: Simd>(_: S, row: &[f32], index: usize) -> S::f32s {

@@ -8,6 +8,7 @@
 //! output projection, add + `ln_2` with its bias fused, the MLP with GELU-tanh fused, and add +
 //! the next norm (`ln_1` of the next layer, or `ln_f`). Logits use the tied `wte` as the LM head.
 
+use super::huge_pages::HugeF32;
 use super::{LayerNorm, Linear, Table, WeightLayout, find_prefix, gather, linear, pack, rows_view, vector};
 use crate::config::{Gpt2Config, ModelConfig};
 use crate::error::{ModelError, ModelResult};
@@ -47,9 +48,10 @@ pub struct KvCache {
     batch: usize,
     len: usize,
     capacity: usize,
-    /// Per layer `[batch, heads, capacity, head_dim]`.
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// Per layer `[batch, heads, capacity, head_dim]`, on huge pages where the OS grants
+    /// them (each decode step streams the whole cache: see `huge_pages`).
+    k: Vec<HugeF32>,
+    v: Vec<HugeF32>,
 }
 
 impl KvCache {
@@ -133,9 +135,9 @@ impl Gpt2Model {
             batch,
             len: 0,
             capacity: c.n_positions,
-            // One fresh zeroed allocation per layer (`vec![v; n]` would clone, touching every page).
-            k: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
-            v: (0..c.n_layer).map(|_| vec![0f32; size]).collect(),
+            // One fresh zeroed mapping per layer: pages are only touched as positions fill.
+            k: (0..c.n_layer).map(|_| HugeF32::zeroed(size)).collect(),
+            v: (0..c.n_layer).map(|_| HugeF32::zeroed(size)).collect(),
         }
     }
 
@@ -189,15 +191,16 @@ impl Gpt2Model {
                 let (seq, pos) = (r / t, past + r % t);
                 for head in 0..heads {
                     let dst = ((seq * heads + head) * cap + pos) * d;
-                    cache.k[l][dst..dst + d].copy_from_slice(&row[e + head * d..e + (head + 1) * d]);
-                    cache.v[l][dst..dst + d].copy_from_slice(&row[2 * e + head * d..2 * e + (head + 1) * d]);
+                    cache.k[l].as_mut_slice()[dst..dst + d].copy_from_slice(&row[e + head * d..e + (head + 1) * d]);
+                    cache.v[l].as_mut_slice()[dst..dst + d]
+                        .copy_from_slice(&row[2 * e + head * d..2 * e + (head + 1) * d]);
                 }
             }
             {
                 let q = View::new("q", &qkv[..], &[b, heads, t, d], &[t * 3 * e, d, 3 * e, 1])?;
                 let kv_strides = [heads * cap * d, cap * d, d, 1];
-                let k = View::new("k", &cache.k[l][..], &[b, heads, total, d], &kv_strides)?;
-                let v = View::new("v", &cache.v[l][..], &[b, heads, total, d], &kv_strides)?;
+                let k = View::new("k", cache.k[l].as_slice(), &[b, heads, total, d], &kv_strides)?;
+                let v = View::new("v", cache.v[l].as_slice(), &[b, heads, total, d], &kv_strides)?;
                 let mut out = ViewMut::new("ctx", &mut ctx[..], &[b, heads, t, d], &[t * e, d, e, 1])?;
                 attention::attention(&q, &k, &v, &mut out, &params, None)?;
             }

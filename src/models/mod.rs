@@ -7,6 +7,8 @@
 
 pub mod bert;
 pub mod gpt2;
+#[allow(unsafe_code)]
+mod huge_pages;
 
 use crate::error::{ModelError, ModelResult};
 use crate::weights::{Tensor, Weights};

@@ -209,6 +209,12 @@ pub fn mask_value(mask: &View, b: usize, h: usize, i: usize, j: usize) -> f32 {
 /// NaN: a NaN in a query row, or in a key it sees, makes that output row NaN. Unlike the
 /// reference, a NaN in V at a key that is masked *inside a computed tile* also reaches the row
 /// (0·NaN); keys in skipped tiles (causal, window, key lengths) never do.
+///
+/// Decode streams the KV cache from memory on every call: callers should back a large cache
+/// with huge pages (on Linux, memory advised `MADV_HUGEPAGE`), which saves the page walks of
+/// a stream that spans thousands of 4 KiB pages. Measured on Zen 4, 32 query heads over 8 KV
+/// heads × 4096 keys × 128, 1 thread: f32 K/V 1.66 → 1.35 ms, bf16 1.01 → 0.94 ms. The GPT-2
+/// model's KV cache does this.
 pub fn attention(
     q: &View,
     k: &View,

@@ -432,10 +432,7 @@ impl<S: Simd> Pass1<S> {
         let (mut s0, mut s1) = self.sum;
         let (mut lo0, mut hi0) = (self.min, self.max);
         let (mut lo1, mut hi1) = (lo0, hi0);
-        let mut vectors = vectors;
-        // Two vectors per step, into alternating accumulators (no register shuffling between
-        // steps, as a swap per vector would need).
-        while let Some(v) = vectors.next() {
+        for v in vectors {
             if SQUARE {
                 s0 = simd.mul_add_e_f32s(v, v, s0);
             } else {
@@ -443,18 +440,9 @@ impl<S: Simd> Pass1<S> {
                 lo0 = simd.min_f32s(lo0, v);
                 hi0 = simd.max_f32s(hi0, v);
             }
-            let Some(v) = vectors.next() else {
-                // An odd count: the next feed continues with the second accumulators.
-                std::mem::swap(&mut s0, &mut s1);
-                break;
-            };
-            if SQUARE {
-                s1 = simd.mul_add_e_f32s(v, v, s1);
-            } else {
-                s1 = simd.add_f32s(s1, v);
-                lo1 = simd.min_f32s(lo1, v);
-                hi1 = simd.max_f32s(hi1, v);
-            }
+            std::mem::swap(&mut s0, &mut s1);
+            std::mem::swap(&mut lo0, &mut lo1);
+            std::mem::swap(&mut hi0, &mut hi1);
         }
         self.sum = (s0, s1);
         (self.min, self.max) = (simd.min_f32s(lo0, lo1), simd.max_f32s(hi0, hi1));
@@ -516,10 +504,7 @@ fn add_chunk<S: Simd, X: LoadF32, R: LoadF32, const SQUARE: bool>(
     h: &mut [f32],
     acc: &mut Pass1<S>,
 ) {
-    // Equal lengths, stated once, so the loads below need no bounds checks.
-    let n = h.len();
-    let (x, r, b) = (&x[..n], r.map(|r| &r[..n]), b.map(|b| &b[..n]));
-    let tail_start = n / S::F32_LANES * S::F32_LANES;
+    let tail_start = h.len() / S::F32_LANES * S::F32_LANES;
     let (hv, ht) = S::as_mut_simd_f32s(h);
     let xs = |i: usize| X::load_f32s(simd, x, i);
     match (r, b) {

@@ -261,6 +261,20 @@ fn k_spanning_several_blocks_and_skinny_m() {
 }
 
 #[test]
+fn per_call_packing_in_groups_of_task_columns() {
+    // B's f32 panels above 4 MiB are packed two columns of tasks at a time: 18 panels of
+    // 1000 × 64 (4.6 MB) run as groups of 12 and 6 panels (the last with the N tail), and
+    // must equal the prepacked run bit for bit (`Case::check`), for [N, K] and [K, N] weights.
+    for kn_weights in [false, true] {
+        let mut case = simple(7, 1100, 1000);
+        case.kn_weights = kn_weights;
+        case.bias = true;
+        case.params = MatmulParams { alpha: 0.5, beta: 0.0, activation: Activation::GeluErf };
+        case.check();
+    }
+}
+
+#[test]
 fn every_dtype_combination() {
     for a in DType::ALL {
         for b in DType::ALL {

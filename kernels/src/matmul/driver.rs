@@ -35,7 +35,10 @@ pub(super) struct Problem<'a> {
     /// Rows of the A panels (the register tile's MR for `isa` and the panels' storage).
     pub mr: usize,
     pub a: &'a [f32],
+    /// B panels `panel0..` (all of them, or one group of a per-call packing: see
+    /// [`Problem::run_panels`]).
     pub b: PanelsRef<'a>,
+    pub panel0: usize,
     pub bias: Option<&'a View<'a>>,
     pub params: MatmulParams,
     pub isa: Isa,
@@ -74,12 +77,29 @@ impl Problem<'_> {
 
     /// Runs every task, writing C through `out`.
     pub(super) fn run(&self, out: &SharedOut) {
-        if self.m == 0 || self.n == 0 {
+        self.run_panels(out, 0..self.n.div_ceil(NR));
+    }
+
+    /// B panels per column of tasks: a group of panels for [`Problem::run_panels`] must start
+    /// and end on a multiple of this (or at the last panel).
+    pub(super) fn task_panels(&self) -> usize {
+        self.grid().ntp
+    }
+
+    /// Runs the tasks of the B panels `panels` (`b` holds them, from `panel0`), writing their
+    /// columns of C through `out`. The tasks are those of the whole grid, so running the
+    /// groups of a matrix one after another computes exactly what one [`Problem::run`] does.
+    pub(super) fn run_panels(&self, out: &SharedOut, panels: std::ops::Range<usize>) {
+        if self.m == 0 || self.n == 0 || panels.is_empty() {
             return;
         }
         let grid = self.grid();
-        let tasks = grid.row_tiles * grid.col_tiles;
+        let ntp = grid.ntp;
+        debug_assert!(panels.start.is_multiple_of(ntp) && self.panel0 <= panels.start);
+        let col_tiles = panels.start / ntp..panels.end.div_ceil(ntp);
+        let tasks = grid.row_tiles * col_tiles.len();
         let task = |t: usize| {
+            let t = (t / col_tiles.len()) * grid.col_tiles + col_tiles.start + t % col_tiles.len();
             crate::simd::vectorize(self.isa, Task { problem: self, grid: &grid, t, out });
         };
         let flops = 2 * self.m * self.n * self.k.max(1);
@@ -129,12 +149,13 @@ impl WithSimd for Task<'_> {
             for kb in (0..p.k).step_by(KC) {
                 let kc = KC.min(p.k - kb);
                 for jp in jp0..jp1 {
-                    let range = jp * p.k * NR + kb * NR..jp * p.k * NR + (kb + kc) * NR;
+                    let held = jp - p.panel0;
+                    let range = held * p.k * NR + kb * NR..held * p.k * NR + (kb + kc) * NR;
                     let block = Block { rows: i0..i1, col: (jp - jp0) * NR, ldc, kb, kc };
                     match p.b {
                         PanelsRef::F32(b) => panel_tiles(simd, p, Rows(&b[range]), scratch, &block),
                         PanelsRef::BF16(b) => {
-                            let panel = jp * p.k.div_ceil(2) * 2 * NR;
+                            let panel = held * p.k.div_ceil(2) * 2 * NR;
                             let pairs = &b[panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR];
                             match p.a_pairs {
                                 Some(a_pairs) => dot_bf16_panel(p, a_pairs, pairs, scratch, &block),

@@ -123,15 +123,28 @@ pub fn matmul(a: &View, b: &View, bias: Option<&View>, c: &mut ViewMut, params: 
     match b.data() {
         crate::Data::BF16(src) if dot_bf16(isa, a) => {
             let pairs = pack::pack_b_bf16_pairs(b, src);
-            let panels = driver::PanelsRef::BF16(&pairs);
+            let panels = BPanels::Packed(driver::PanelsRef::BF16(&pairs));
             pack::with_per_call_buffers(|_, a_buf| run_packed(a, panels, bias, c, params, dims, isa, a_buf))
         }
         _ => pack::with_per_call_buffers(|b_buf, a_buf| {
-            pack::pack_b_into(b, isa, b_buf);
-            let panels = driver::PanelsRef::F32(b_buf.as_slice());
-            run_packed(a, panels, bias, c, params, dims, isa, a_buf)
+            run_packed(a, BPanels::PerCall { b, buf: b_buf }, bias, c, params, dims, isa, a_buf)
         }),
     }
+}
+
+/// Packed B panels beyond this size are packed one group of task columns at a time (see
+/// [`BPanels::PerCall`]).
+const GROUPED_PACK_BYTES: usize = 4 << 20;
+
+/// The B panels a call runs on.
+enum BPanels<'b> {
+    /// Packed already: prepacked weights, or bf16 pairs packed for this call.
+    Packed(driver::PanelsRef<'b>),
+    /// f32 panels of `b`, packed for this call into `buf`: all at once or, when they exceed
+    /// [`GROUPED_PACK_BYTES`], two columns of tasks at a time, each group used while it is in
+    /// cache. Packing everything first writes the panels out to DRAM and reads them back
+    /// (9.4 MB each way for GPT-2's FFN-up weights). The tasks are the same either way.
+    PerCall { b: &'b View<'b>, buf: &'b mut pack::AlignedBuf },
 }
 
 /// Weights `B[N, K]` packed once (at model load) for repeated [`matmul_packed`] calls.
@@ -236,7 +249,7 @@ pub fn matmul_packed(
         Panels::F16(buf) => driver::PanelsRef::F16(buf),
     };
     let dims = MatmulDims { m, n: b.n, k };
-    pack::with_per_call_buffers(|_, a_buf| run_packed(a, panels, bias, c, params, dims, isa, a_buf))
+    pack::with_per_call_buffers(|_, a_buf| run_packed(a, BPanels::Packed(panels), bias, c, params, dims, isa, a_buf))
 }
 
 /// Packs A into `a_buf` (this thread's per-call buffer) and runs the blocked driver over the
@@ -244,7 +257,7 @@ pub fn matmul_packed(
 #[allow(clippy::too_many_arguments)]
 fn run_packed(
     a: &View,
-    b: driver::PanelsRef,
+    b: BPanels,
     bias: Option<&View>,
     c: &mut ViewMut,
     params: &MatmulParams,
@@ -252,7 +265,8 @@ fn run_packed(
     isa: Isa,
     a_buf: &mut pack::AlignedBuf,
 ) -> Result<()> {
-    let dot = matches!(b, driver::PanelsRef::BF16(_)) && dot_bf16(isa, a);
+    let bf16_panels = matches!(b, BPanels::Packed(driver::PanelsRef::BF16(_)));
+    let dot = bf16_panels && dot_bf16(isa, a);
     let run = if dot { Isa::Avx512Bf16 } else { isa.min(Isa::Avx512).min(crate::isa::detected_isa()) };
     crate::isa::record_dispatch(run);
     let lanes = match run {
@@ -262,7 +276,7 @@ fn run_packed(
     };
     // bf16 pair panels widened in registers need room for a pair's 8 vectors: 4-row tiles
     // (16 accumulators) instead of 6 (24).
-    let pairs = matches!(b, driver::PanelsRef::BF16(_)) && !dot;
+    let pairs = bf16_panels && !dot;
     let mr = if pairs && lanes == 16 { kernel::PAIRS_MR } else { kernel::mr_for_lanes(lanes) };
     let parallel = 2 * dims.m * dims.n * dims.k >= 1 << 22;
     let a_pairs = match a.data() {
@@ -278,13 +292,28 @@ fn run_packed(
         k: dims.k,
         mr,
         a: if dot { &[] } else { a_buf.as_slice() },
-        b,
+        b: driver::PanelsRef::F32(&[]),
+        panel0: 0,
         bias,
         params: *params,
         isa: run,
         a_pairs: dot.then_some(&a_pairs[..]),
     };
-    problem.run(&c.shared());
+    let out = c.shared();
+    match b {
+        BPanels::Packed(b) => driver::Problem { b, ..problem }.run(&out),
+        BPanels::PerCall { b, buf } => {
+            let panels = dims.n.div_ceil(kernel::NR);
+            let bytes = panels * dims.k * kernel::NR * std::mem::size_of::<f32>();
+            let group = if bytes > GROUPED_PACK_BYTES { 2 * problem.task_panels() } else { panels.max(1) };
+            for g0 in (0..panels).step_by(group) {
+                let group = g0..(g0 + group).min(panels);
+                pack::pack_b_into(b, isa, group.clone(), buf);
+                driver::Problem { b: driver::PanelsRef::F32(buf.as_slice()), panel0: g0, ..problem }
+                    .run_panels(&out, group);
+            }
+        }
+    }
     Ok(())
 }
 

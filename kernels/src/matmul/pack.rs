@@ -82,19 +82,20 @@ pub(super) fn with_per_call_buffers<R>(f: impl FnOnce(&mut AlignedBuf, &mut Alig
 /// Packs the logical `[n, k]` view `b` into `n.div_ceil(NR)` panels of `k·NR` f32.
 pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
     let mut buf = AlignedBuf::EMPTY;
-    pack_b_into(b, isa, &mut buf);
+    pack_b_into(b, isa, 0..b.shape()[0].div_ceil(NR), &mut buf);
     buf
 }
 
-/// [`pack_b`] into `buf` (reusing its allocation; every element is written).
-pub(super) fn pack_b_into(b: &View, isa: Isa, buf: &mut AlignedBuf) {
-    let (n, k) = (b.shape()[0], b.shape()[1]);
-    buf.reuse(n.div_ceil(NR) * k * NR);
-    if k == 0 || n == 0 {
+/// [`pack_b`]'s panels `panels` (of all `⌈n/NR⌉`) into `buf`, panel `panels.start` first
+/// (reusing its allocation; every element is written).
+pub(super) fn pack_b_into(b: &View, isa: Isa, panels: std::ops::Range<usize>, buf: &mut AlignedBuf) {
+    let k = b.shape()[1];
+    buf.reuse(panels.len() * k * NR);
+    if k == 0 || panels.is_empty() {
         return;
     }
-    let pack_panel = |(jp, panel): (usize, &mut [f32])| pack_b_panel(b, isa, jp * NR, panel);
-    if n * k >= PARALLEL_PACK_ELEMS {
+    let pack_panel = |(jp, panel): (usize, &mut [f32])| pack_b_panel(b, isa, (panels.start + jp) * NR, panel);
+    if panels.len() * NR * k >= PARALLEL_PACK_ELEMS {
         buf.as_mut_slice().par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
     } else {
         buf.as_mut_slice().chunks_mut(k * NR).enumerate().for_each(pack_panel);

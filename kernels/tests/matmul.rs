@@ -313,14 +313,17 @@ fn beta_zero_never_reads_c_and_nan_inputs_propagate() {
 #[test]
 fn one_and_two_threads_are_bit_identical() {
     let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
-    for (m, n, k, dtypes) in [
-        (150, 200, 300, [DType::F32; 4]),
-        (3, 1000, 700, [DType::F32, DType::BF16, DType::BF16, DType::F32]),
-        (130, 97, 260, [DType::F16, DType::F32, DType::F16, DType::F16]),
-        (100, 150, 333, [DType::BF16, DType::BF16, DType::F32, DType::BF16]),
+    for (m, n, k, dtypes, kn_weights) in [
+        (150, 200, 300, [DType::F32; 4], false),
+        (3, 1000, 700, [DType::F32, DType::BF16, DType::BF16, DType::F32], false),
+        (130, 97, 260, [DType::F16, DType::F32, DType::F16, DType::F16], false),
+        (100, 150, 333, [DType::BF16, DType::BF16, DType::F32, DType::BF16], false),
+        // Skinny M on the blocked driver ([K, N] weights), whose grid is finer with 2 threads.
+        (12, 700, 600, [DType::F32; 4], true),
     ] {
         let mut case = simple(m, n, k);
         case.dtypes = dtypes;
+        case.kn_weights = kn_weights;
         case.bias = true;
         case.params = MatmulParams { alpha: 1.0, beta: 0.5, activation: Activation::GeluErf };
         let data = case.data();

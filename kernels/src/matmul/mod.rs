@@ -17,8 +17,9 @@
 //!   no packing. Prepacked skinny calls run the blocked driver with one row tile.
 //!
 //! ## Threading and determinism
-//! A fixed grid of C tiles (depending only on M, N, K) is spread over the caller's rayon pool;
-//! no split-K, so any thread count gives the same bits. Problems under ~4 MFLOP (skinny: 64 Ki
+//! A grid of C tiles (set by M, N, K; for M ≤ 16 also by whether the pool has several
+//! threads) is spread over the caller's rayon pool; no split-K, and each element is summed in
+//! the same order in any tile, so any thread count gives the same bits. Problems under ~4 MFLOP (skinny: 64 Ki
 //! weights) run on the calling thread. Different paths (skinny vs blocked, `vdpbf16ps` vs f32
 //! FMA, ISA levels) sum in different orders and agree within the accumulation tolerance.
 

@@ -9,7 +9,8 @@
 /// A zeroed `[f32]` of a fixed length: an anonymous mapping advised `MADV_HUGEPAGE` (Linux),
 /// or a plain heap allocation where mapping fails or is not supported.
 pub(super) enum HugeF32 {
-    Mapped(memmap2::MmapMut, usize),
+    /// `4·len` bytes, the whole mapping.
+    Mapped(memmap2::MmapMut),
     Heap(Vec<f32>),
 }
 
@@ -22,7 +23,7 @@ impl HugeF32 {
                     // Only a hint: the pages stay small where THP is off.
                     #[cfg(target_os = "linux")]
                     let _ = map.advise(memmap2::Advice::HugePage);
-                    HugeF32::Mapped(map, len)
+                    HugeF32::Mapped(map)
                 },
             );
         mapped.unwrap_or_else(|| HugeF32::Heap(vec![0.0; len]))
@@ -30,9 +31,9 @@ impl HugeF32 {
 
     pub(super) fn as_slice(&self) -> &[f32] {
         match self {
-            // SAFETY: the mapping is page-aligned (so f32-aligned), `4·len` bytes long, zeroed
-            // by the OS (all-zero bits are 0.0), and borrowed for the slice's lifetime.
-            HugeF32::Mapped(map, len) => unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<f32>(), *len) },
+            // SAFETY: the mapping is page-aligned (so f32-aligned), a whole number of f32 long,
+            // zeroed by the OS (all-zero bits are 0.0), and borrowed for the slice's lifetime.
+            HugeF32::Mapped(map) => unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<f32>(), map.len() / 4) },
             HugeF32::Heap(vec) => vec,
         }
     }
@@ -40,8 +41,8 @@ impl HugeF32 {
     pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
         match self {
             // SAFETY: as in `as_slice`, borrowed mutably for the slice's lifetime.
-            HugeF32::Mapped(map, len) => unsafe {
-                std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<f32>(), *len)
+            HugeF32::Mapped(map) => unsafe {
+                std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<f32>(), map.len() / 4)
             },
             HugeF32::Heap(vec) => vec,
         }
@@ -58,7 +59,7 @@ impl Clone for HugeF32 {
 
 impl std::fmt::Debug for HugeF32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = if matches!(self, HugeF32::Mapped(..)) { "huge-page mapping" } else { "heap" };
+        let kind = if matches!(self, HugeF32::Mapped(_)) { "huge-page mapping" } else { "heap" };
         write!(f, "{} f32 ({kind})", self.as_slice().len())
     }
 }

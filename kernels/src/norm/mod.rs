@@ -3,8 +3,9 @@
 //!
 //! Post-norm (BERT, `LN(x + sublayer(x))`) passes `sum_out = None`; pre-norm (GPT-2) passes
 //! `sum_out` to receive the new residual stream `h` in the same pass. Statistics are computed
-//! from `h` in f32 with two passes over the row (mean, then centred variance), never as
-//! `E[h²] − mean²`, so rows with a large mean keep their accuracy.
+//! from `h` in f32, LayerNorm's around a shift near the mean (one pass, with a centred second
+//! pass for rows where the shift is far off), never as `E[h²] − mean²`, so rows with a large
+//! mean keep their accuracy.
 
 use crate::dtype::{bf16, f16};
 use crate::error::{Error, Result};
@@ -116,15 +117,19 @@ const BLOCK_ELEMS: usize = 32 * 1024;
 /// microseconds; 64 Ki elements take ~10–40 µs here, so splitting smaller problems cannot pay.
 /// (Estimated, not cleanly measured: the shared 2-core build machine was fully loaded.)
 const PARALLEL_MIN_ELEMS: usize = 64 * 1024;
+/// The one-pass LayerNorm variance is kept while `(mean − shift)² ≤` this `× var`, so it
+/// errs by at most ~5× the two-pass rounding; beyond, the row takes a centred second pass.
+/// (Shifting by the mean of the first vector, ordinary rows are far inside the bound.)
+const ONE_PASS_MAX_SHIFT: f32 = 4.0;
 /// Rows at least this long (per input, in bytes) have the next row prefetched.
 const PREFETCH_MIN_ROW_BYTES: usize = 8 * 1024;
 
 /// `h = x + residual + bias; out = norm(h)·γ + β`, writing `h` to `sum_out` when given.
 ///
 /// Per row: `h` is formed in f32 (`(x + residual) + bias`, each input widened exactly, in
-/// registers), the statistics are taken from `h` in f32 with two passes over the row while it
-/// is in cache (mean, then the centred sum of squares with the mean corrected by
-/// `Σ(h − mean)/n`), and
+/// registers), the statistics are taken from `h` in f32 as it is formed (LayerNorm: `Σd` and
+/// `Σd²` of `d = h − c` around `c`, the mean of the row's first vector; rows where `c` is far
+/// from the mean get a second, centred pass while the row is in cache), and
 /// `out` is rounded once to its dtype. `x + residual` is never written to memory and read back.
 ///
 /// Edge cases, as the reference defines them: a row whose variance (LayerNorm) or mean square
@@ -396,29 +401,29 @@ impl WithSimd for Block<'_, '_> {
     }
 }
 
-/// Running statistics of pass 1: two vector sums (alternating, to halve the add chain),
-/// min and max, plus the scalar tail. LayerNorm keeps sum, min and max; RMSNorm
-/// (`SQUARE`) the sum of squares.
+/// Running statistics of pass 1, from two vector accumulators each (alternating, to halve
+/// the add chains) plus the scalar tail.
+///
+/// LayerNorm sums `d = h − c` and `d²` around a shift `c`: the mean of the row's first vector
+/// (its first element when the row is shorter than a vector). With `c` near the mean, one pass
+/// gives the variance `Σd²/n − (Σd/n)²` without the cancellation of `E[h²] − mean²`; a
+/// constant row gives `d = 0` exactly (the mean of a vector of equal values, summed as a tree
+/// of powers of two, is that value), hence variance 0 and mean `c` exactly. RMSNorm
+/// (`SQUARE`) sums `h²` only.
 struct Pass1<S: Simd> {
+    /// `c`, splat; `None` until the row's first value is seen.
+    shift: Option<(f32, S::f32s)>,
     sum: (S::f32s, S::f32s),
-    min: S::f32s,
-    max: S::f32s,
+    squares: (S::f32s, S::f32s),
     tail_sum: f32,
-    tail_min: f32,
-    tail_max: f32,
+    tail_squares: f32,
 }
 
 impl<S: Simd> Pass1<S> {
     #[inline(always)]
     fn new(simd: S) -> Self {
-        Pass1 {
-            sum: (simd.splat_f32s(0.0), simd.splat_f32s(0.0)),
-            min: simd.splat_f32s(f32::INFINITY),
-            max: simd.splat_f32s(f32::NEG_INFINITY),
-            tail_sum: 0.0,
-            tail_min: f32::INFINITY,
-            tail_max: f32::NEG_INFINITY,
-        }
+        let zero = simd.splat_f32s(0.0);
+        Pass1 { shift: None, sum: (zero, zero), squares: (zero, zero), tail_sum: 0.0, tail_squares: 0.0 }
     }
 
     /// Feeds the vectors of `h` (the iterator may store them as it yields) and the scalar tail.
@@ -429,41 +434,52 @@ impl<S: Simd> Pass1<S> {
         vectors: impl Iterator<Item = S::f32s>,
         tail: impl Iterator<Item = f32>,
     ) {
+        let mut vectors = vectors.peekable();
+        if !SQUARE && self.shift.is_none() {
+            let first = match vectors.peek() {
+                Some(&v) => simd.reduce_sum_f32s(v) / S::F32_LANES as f32,
+                None => return self.feed_tail::<SQUARE>(simd, tail),
+            };
+            self.shift = Some((first, simd.splat_f32s(first)));
+        }
+        let c = self.shift.map_or(simd.splat_f32s(0.0), |(_, c)| c);
         let (mut s0, mut s1) = self.sum;
-        let (mut lo0, mut hi0) = (self.min, self.max);
-        let (mut lo1, mut hi1) = (lo0, hi0);
+        let (mut q0, mut q1) = self.squares;
         for v in vectors {
             if SQUARE {
-                s0 = simd.mul_add_e_f32s(v, v, s0);
+                q0 = simd.mul_add_e_f32s(v, v, q0);
             } else {
-                s0 = simd.add_f32s(s0, v);
-                lo0 = simd.min_f32s(lo0, v);
-                hi0 = simd.max_f32s(hi0, v);
+                let d = simd.sub_f32s(v, c);
+                s0 = simd.add_f32s(s0, d);
+                q0 = simd.mul_add_e_f32s(d, d, q0);
             }
             std::mem::swap(&mut s0, &mut s1);
-            std::mem::swap(&mut lo0, &mut lo1);
-            std::mem::swap(&mut hi0, &mut hi1);
+            std::mem::swap(&mut q0, &mut q1);
         }
-        self.sum = (s0, s1);
-        (self.min, self.max) = (simd.min_f32s(lo0, lo1), simd.max_f32s(hi0, hi1));
+        (self.sum, self.squares) = ((s0, s1), (q0, q1));
+        self.feed_tail::<SQUARE>(simd, tail);
+    }
+
+    #[inline(always)]
+    fn feed_tail<const SQUARE: bool>(&mut self, simd: S, tail: impl Iterator<Item = f32>) {
         for v in tail {
             if SQUARE {
-                self.tail_sum += v * v;
+                self.tail_squares += v * v;
             } else {
-                self.tail_sum += v;
-                self.tail_min = self.tail_min.min(v);
-                self.tail_max = self.tail_max.max(v);
+                let c = *self.shift.get_or_insert_with(|| (v, simd.splat_f32s(v)));
+                let d = v - c.0;
+                self.tail_sum += d;
+                self.tail_squares += d * d;
             }
         }
     }
 
-    /// (sum, min, max) over everything fed.
+    /// (Σd, Σd², c) for LayerNorm, (0, Σh², 0) for RMSNorm, over everything fed.
     #[inline(always)]
     fn finish(&self, simd: S) -> (f32, f32, f32) {
-        let sum = simd.reduce_sum_f32s(simd.add_f32s(self.sum.0, self.sum.1)) + self.tail_sum;
-        let min = simd.reduce_min_f32s(self.min).min(self.tail_min);
-        let max = simd.reduce_max_f32s(self.max).max(self.tail_max);
-        (sum, min, max)
+        let fold = |(a, b): (S::f32s, S::f32s)| simd.reduce_sum_f32s(simd.add_f32s(a, b));
+        let shift = self.shift.map_or(0.0, |(c, _)| c);
+        (fold(self.sum) + self.tail_sum, fold(self.squares) + self.tail_squares, shift)
     }
 }
 
@@ -557,7 +573,7 @@ fn add_chunk<S: Simd, X: LoadF32, R: LoadF32, const SQUARE: bool>(
     }
 }
 
-/// Pass 2 of LayerNorm: `(Σ(h − m), Σ(h − m)²)` with four accumulators each.
+/// The centred second pass of LayerNorm: `(Σ(h − m), Σ(h − m)²)` with four accumulators each.
 #[inline(always)]
 fn centred_sums<S: Simd>(simd: S, h: &[f32], m: f32) -> (f32, f32) {
     let (hv, ht) = S::as_simd_f32s(h);
@@ -626,7 +642,8 @@ fn scale_chunk<S: Simd, O: StoreF32>(
 }
 
 /// One row: form `h` (pass 1, with its statistics and the `sum_out` store), the centred
-/// variance (pass 2, LayerNorm), then scale, shift and store `out` (pass 3).
+/// variance where the one-pass one would be inaccurate (pass 2, LayerNorm), then scale, shift
+/// and store `out` (pass 3).
 #[inline(always)]
 fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch, isa: Isa) {
     let n = plan.hidden;
@@ -676,24 +693,28 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
             h_buf
         }
     };
-    let (sum, min, max) = acc.finish(simd);
+    let (sum, squares, shift) = acc.finish(simd);
     let count = n as f32;
     let (mean, inv) = match plan.kind {
         NormKind::LayerNorm => {
-            let mut m = sum / count;
-            // A constant row's mean is the constant exactly (the rounded sum/n need not be),
-            // so its variance is exactly 0. A NaN anywhere keeps the sum NaN.
-            if min == max && min.is_finite() && !sum.is_nan() {
-                m = min;
+            let z = sum / count;
+            let mut mean = shift + z;
+            let mut var = squares / count - z * z;
+            // The one-pass variance loses `(1 + z²/var)·u` relative; when the shift sits far
+            // from the mean (an outlying first vector) take the centred second pass instead.
+            // A NaN row takes the second pass too, and stays NaN.
+            let one_pass_is_accurate = z * z <= ONE_PASS_MAX_SHIFT * var;
+            if !one_pass_is_accurate {
+                let (s1, s2) = centred_sums(simd, h, mean);
+                let correction = s1 / count;
+                var = s2 / count - correction * correction;
+                mean += correction;
             }
-            let (s1, s2) = centred_sums(simd, h, m);
-            let shift = s1 / count;
-            let var = s2 / count - shift * shift;
             // Not `max(0.0)`: that would turn a NaN variance into 0.
             let var = if var < 0.0 { 0.0 } else { var };
-            (m + shift, 1.0 / (var + plan.eps).sqrt())
+            (mean, 1.0 / (var + plan.eps).sqrt())
         }
-        NormKind::RmsNorm => (0.0, 1.0 / (sum / count + plan.eps).sqrt()),
+        NormKind::RmsNorm => (0.0, 1.0 / (squares / count + plan.eps).sqrt()),
     };
     let out_offset = plan.row_offset(Source::Out, row);
     for c0 in (0..n).step_by(CHUNK) {

@@ -174,7 +174,19 @@ pub fn to_f32<T: Element>(values: &[T]) -> Vec<f32> {
 /// Runs `check` once for every ISA level this machine runs, with the level capped on this
 /// thread, and asserts that the kernel the check called recorded `level.min(top)` — the
 /// highest level it has code for being `top`. A path that silently fell back fails the test.
+///
+/// Levels this CPU lacks cannot run; the first call in a process says which on stderr (shown
+/// by `cargo test -- --nocapture`), so a run on a smaller machine is visibly partial.
 pub fn on_every_isa(top: Isa, mut check: impl FnMut(Isa)) {
+    static REPORT_SKIPPED: std::sync::Once = std::sync::Once::new();
+    REPORT_SKIPPED.call_once(|| {
+        let runnable = runnable_isas();
+        let skipped: Vec<String> =
+            Isa::ALL.iter().filter(|level| !runnable.contains(level)).map(|level| level.to_string()).collect();
+        if !skipped.is_empty() {
+            eprintln!("note: this CPU cannot run ISA levels {}; their kernels go untested here", skipped.join(", "));
+        }
+    });
     for level in runnable_isas() {
         take_last_dispatch();
         with_max_isa(level, || check(level));

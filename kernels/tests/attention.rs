@@ -544,8 +544,8 @@ fn a_single_key_view_accepts_any_key_stride() {
     let q_view = View::contiguous("q", &q, &[1, 4, 1, d]).unwrap();
     let k_view = View::new("k", &kv, &[1, 1, 1, d], &[d, d, huge, 1]).unwrap();
     let v_view = View::new("v", &kv, &[1, 1, 1, d], &[d, d, huge, 1]).unwrap();
-    let mut out = nan_vec::<f32>(4 * d);
     on_every_isa(Isa::Avx512, |_| {
+        let mut out = nan_vec::<f32>(4 * d);
         let mut out_view = ViewMut::contiguous("out", &mut out, &[1, 4, 1, d]).unwrap();
         attention(&q_view, &k_view, &v_view, &mut out_view, &AttentionParams::default(), None).unwrap();
         // One key: every output row is that key's value row.

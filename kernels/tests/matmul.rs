@@ -131,9 +131,12 @@ impl Case {
         let scale = self.scale(&data);
         let tol = Tolerance::accumulation(self.k, self.dtypes[2]);
         let top = if self.dtypes[0] == DType::BF16 && self.dtypes[1] == DType::BF16 { Isa::Avx512Bf16 } else { TOP };
-        // The last call in each check is the packed one, which records the level it ran.
+        // Each call records the level it ran: the unpacked one is asserted here, the packed
+        // one (the last) by `on_every_isa`.
         on_every_isa(top, |isa| {
             let got = self.run(&data, false, fast_matmul);
+            let ran = flashkern_kernels::isa::take_last_dispatch();
+            assert_eq!(ran, Some(isa.min(top)), "unpacked matmul asked for {isa}, ran {ran:?}");
             let packed = self.run(&data, true, fast_matmul);
             // The skinny path (M ≤ 4, K-contiguous weights) sums in another order than the
             // packed kernel; everything else is the same computation.
@@ -298,8 +301,9 @@ fn beta_zero_never_reads_c_and_nan_inputs_propagate() {
     let mut a = vec![0.5f32; m * k];
     a[3 * k + 7] = f32::NAN;
     let b = vec![0.25f32; n * k];
-    let mut c = vec![f32::NAN; m * n];
     on_every_isa(TOP, |_| {
+        // Refilled per level, so each level's β = 0 run is seen not reading C.
+        let mut c = vec![f32::NAN; m * n];
         let av = View::contiguous("a", &a, &[m, k]).unwrap();
         let bv = View::contiguous("b", &b, &[n, k]).unwrap();
         let mut cv = ViewMut::contiguous("c", &mut c, &[m, n]).unwrap();
@@ -387,6 +391,38 @@ fn shape_errors_name_the_argument() {
     let rank3 = View::contiguous("a", &x, &[2, 3, 1]).unwrap();
     assert!(err(matmul(&rank3, &b, None, &mut c, &p)).contains("`a`"));
     assert!(err(PackedMatrix::pack(&rank3).map(|_| ())).contains("`b`"));
+}
+
+#[test]
+fn broadcast_operands_larger_than_their_buffers_are_rejected() {
+    // A one-element buffer seen as [1, 2^34] through zero strides would make packing ask for
+    // 2^34 × 64 floats; it must be an error, not an allocation failure (an abort).
+    let x = [1f32];
+    let huge = View::new("a", &x, &[1, 1 << 34], &[0, 0]).unwrap();
+    let wide = View::new("a", &x, &[1 << 20, 1 << 14], &[0, 0]).unwrap();
+    let b = View::contiguous("b", &[1f32; 4], &[1, 4]).unwrap();
+    let mut out = [0f32; 1];
+    let mut c = ViewMut::contiguous("c", &mut out, &[1, 1]).unwrap();
+    let p = MatmulParams::default();
+    for (a, b) in [(&huge, &huge), (&huge, &b), (&b, &huge)] {
+        let err = matmul(a, b, None, &mut c, &p).unwrap_err().to_string();
+        assert!(err.contains("materialise"), "{err}");
+    }
+    let err = PackedMatrix::pack(&huge).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("`b`") && err.contains("materialise"), "{err}");
+    let packed = PackedMatrix::pack(&View::contiguous("b", &[1f32; 1 << 14], &[1, 1 << 14]).unwrap()).unwrap();
+    let mut out = vec![0f32; 1 << 20];
+    let mut c = ViewMut::contiguous("c", &mut out, &[1 << 20, 1]).unwrap();
+    let err = matmul_packed(&wide, &packed, None, &mut c, &p).unwrap_err().to_string();
+    assert!(err.contains("`a`") && err.contains("materialise"), "{err}");
+    // A broadcast that fits its buffer's size (here a 2 × 2 view of 4 elements with a zero
+    // row stride: both rows alias) is still a valid operand.
+    let data = [1f32, 2.0, 3.0, 4.0];
+    let rows_alias = View::new("a", &data, &[2, 2], &[0, 1]).unwrap();
+    let mut out = [0f32; 4];
+    let bb = View::contiguous("b", &data, &[2, 2]).unwrap();
+    matmul(&rows_alias, &bb, None, &mut ViewMut::contiguous("c", &mut out, &[2, 2]).unwrap(), &p).unwrap();
+    assert_eq!(out, [5.0, 11.0, 5.0, 11.0]);
 }
 
 #[test]

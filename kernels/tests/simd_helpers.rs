@@ -14,6 +14,7 @@ use flashkern_kernels::{bf16, f16};
 use pulp::{Simd, WithSimd};
 
 /// Loads every vector of `row` with `load_f32s` and stores it back as f32.
+#[derive(Clone)]
 struct LoadAll<'a, E>(&'a [E]);
 
 impl<E: LoadF32> WithSimd for LoadAll<'_, E> {
@@ -29,9 +30,20 @@ impl<E: LoadF32> WithSimd for LoadAll<'_, E> {
     }
 }
 
+/// Every level this machine runs, by name, and pulp's 16-lane AVX2 backend (`V3_512b`), which
+/// must take the portable paths (its lane count matches AVX-512's, its instructions do not).
+fn backends<Op: WithSimd + Clone>(op: Op) -> Vec<(String, Op::Output)> {
+    let mut runs: Vec<_> =
+        runnable_isas().into_iter().map(|isa| (isa.to_string(), vectorize(isa, op.clone()))).collect();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v3) = pulp::x86::V3::try_new() {
+        runs.push(("V3_512b".to_string(), pulp::x86::V3_512b(v3).vectorize(op)));
+    }
+    runs
+}
+
 fn check_loads<E: LoadF32>(values: &[E]) {
-    for isa in runnable_isas() {
-        let got = vectorize(isa, LoadAll(values));
+    for (isa, got) in backends(LoadAll(values)) {
         assert!(got.len() + 16 > values.len(), "{isa}: only {} of {} loaded", got.len(), values.len());
         for (i, (g, v)) in got.iter().zip(values).enumerate() {
             let want = v.to_f32();
@@ -105,6 +117,7 @@ fn four_way_maxima_of_masked_and_nan_rows() {
 }
 
 /// Stores every vector of `values` with `store_f32s` (the tail is left at zero).
+#[derive(Clone)]
 struct StoreAll<'a, E>(&'a [f32], std::marker::PhantomData<E>);
 
 impl<E: StoreF32> WithSimd for StoreAll<'_, E> {
@@ -121,8 +134,7 @@ impl<E: StoreF32> WithSimd for StoreAll<'_, E> {
 }
 
 fn check_stores<E: StoreF32>(values: &[f32], bits: impl Fn(E) -> u16) {
-    for isa in runnable_isas() {
-        let got = vectorize(isa, StoreAll::<E>(values, std::marker::PhantomData));
+    for (isa, got) in backends(StoreAll::<E>(values, std::marker::PhantomData)) {
         assert!(got.len() + 16 > values.len(), "{isa}: only {} of {} stored", got.len(), values.len());
         for (i, (&g, &v)) in got.iter().zip(values).enumerate() {
             let want = E::from_f32(v);

@@ -258,8 +258,21 @@ pub unsafe extern "C" fn fk_attention(
         let lengths = match raw.key_lengths.is_null() {
             true => None,
             false => {
-                let batch = args.shape(q).first().copied().unwrap_or(0);
-                // SAFETY: the caller guarantees key_lengths holds B values.
+                // B is only known from a well-formed q; nothing is read before it is.
+                let batch = match args.shape(q) {
+                    [batch, _, _, _] => *batch,
+                    shape => {
+                        return Err(Failure::invalid(format!(
+                            "q must be [B, Hq, Nq, D] (4 dimensions), got {} dimensions",
+                            shape.len()
+                        )));
+                    }
+                };
+                if !raw.key_lengths.is_aligned() {
+                    return Err(Failure::invalid("key_lengths is not aligned for int32_t"));
+                }
+                // SAFETY: the caller guarantees key_lengths holds B values; the pointer is
+                // non-null and aligned (checked above).
                 let lengths = unsafe { std::slice::from_raw_parts(raw.key_lengths, batch) };
                 let lengths: Result<Vec<usize>, _> = lengths.iter().map(|&l| usize::try_from(l)).collect();
                 Some(lengths.map_err(|_| Failure::invalid("key_lengths must be >= 0"))?)

@@ -78,11 +78,33 @@ pub struct MatmulDims {
     pub k: usize,
 }
 
+/// Packing copies every logical element of an operand, so an operand may not present more
+/// elements than its buffer holds: a stride-0 broadcast over a huge `k` would ask for an
+/// allocation of any size (and abort when it fails). Views of distinct elements always pass.
+fn require_packable(arg: &'static str, view: &View) -> Result<()> {
+    let logical = view.shape().iter().try_fold(1usize, |total, &extent| total.checked_mul(extent));
+    match logical {
+        Some(elements) if elements <= view.data().len() => Ok(()),
+        _ => Err(Error::view(
+            arg,
+            format!(
+                "shape {:?} with strides {:?} repeats elements of its {}-element buffer beyond its size; \
+                 matmul packs its operands, so materialise such a broadcast first",
+                view.shape(),
+                view.strides(),
+                view.data().len()
+            ),
+        )),
+    }
+}
+
 /// Checks ranks and shapes of a matmul's arguments and returns its dimensions.
 pub fn check_shapes(a: &View, b: &View, bias: Option<&View>, c: &ViewMut) -> Result<MatmulDims> {
     a.layout().require_rank("a", 2)?;
     b.layout().require_rank("b", 2)?;
     c.layout().require_rank("c", 2)?;
+    require_packable("a", a)?;
+    require_packable("b", b)?;
     let (m, k) = (a.shape()[0], a.shape()[1]);
     let n = b.shape()[0];
     if b.shape()[1] != k {
@@ -185,6 +207,7 @@ impl PackedMatrix {
     /// bf16 panels with bf16 activations use `vdpbf16ps` where the CPU has it.
     pub fn pack_as(b: &View, storage: DType) -> Result<PackedMatrix> {
         b.layout().require_rank("b", 2)?;
+        require_packable("b", b)?;
         let (n, k) = (b.shape()[0], b.shape()[1]);
         let panels = match (storage, b.data()) {
             (DType::F32, _) => Panels::F32(pack::pack_b(b, crate::isa::effective_isa())),
@@ -230,6 +253,7 @@ pub fn matmul_packed(
 ) -> Result<()> {
     a.layout().require_rank("a", 2)?;
     c.layout().require_rank("c", 2)?;
+    require_packable("a", a)?;
     let (m, k) = (a.shape()[0], a.shape()[1]);
     if b.k != k {
         return Err(Error::shape("b", [b.n, k], [b.n, b.k]));
@@ -279,7 +303,7 @@ fn run_packed(
     // (16 accumulators) instead of 6 (24).
     let pairs = bf16_panels && !dot;
     let mr = if pairs && lanes == 16 { kernel::PAIRS_MR } else { kernel::mr_for_lanes(lanes) };
-    let parallel = 2 * dims.m * dims.n * dims.k >= 1 << 22;
+    let parallel = dims.m.saturating_mul(dims.n).saturating_mul(dims.k) >= 1 << 21;
     let a_pairs = match a.data() {
         crate::Data::BF16(src) if dot => pack::pack_a_bf16_pairs(a, src, mr),
         _ => {

@@ -46,17 +46,16 @@ macro_rules! impl_load_16bit {
                 let src = &row[index * lanes..(index + 1) * lanes];
                 #[cfg(target_arch = "x86_64")]
                 {
+                    use super::{Native, f16c_detected, native};
                     use pulp::bytemuck::cast;
-                    if lanes == 16 {
-                        // SAFETY: pulp's only 16-lane f32 level is V4, which exists only when
-                        // AVX-512 F/BW were detected; `src` holds 16 elements.
-                        return cast(unsafe { x86::$avx512(src.as_ptr()) });
-                    }
-                    if lanes == 8 {
-                        // SAFETY: pulp's 8-lane level is V3, and kernels reach it only through
-                        // `simd::vectorize` at `Isa::Avx2`, which requires AVX2 and F16C;
-                        // `src` holds 8 elements.
-                        return cast(unsafe { x86::$avx2(src.as_ptr()) });
+                    match native::<S>() {
+                        // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
+                        // `src` holds its 16 lanes.
+                        Native::Avx512 => return cast(unsafe { x86::$avx512(src.as_ptr()) }),
+                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C was
+                        // checked; `src` holds its 8 lanes.
+                        Native::Avx2 if f16c_detected() => return cast(unsafe { x86::$avx2(src.as_ptr()) }),
+                        _ => {}
                     }
                 }
                 let mut lanes_f32 = simd.splat_f32s(0.0);

@@ -17,6 +17,43 @@ pub mod transpose;
 use crate::isa::{Isa, detected_isa};
 use pulp::{Simd, WithSimd};
 
+/// The `#[target_feature]` paths a generic body may take under the backend `S`, as proven by
+/// its token type: pulp's `V4` token exists only where AVX-512 F/BW/CD/DQ/VL were detected,
+/// `V3` only where AVX2 and FMA were. The lane count alone proves nothing (pulp's `V3_512b`
+/// has 16 lanes on AVX2), so other backends take the portable path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Native {
+    /// `S` is `V4`.
+    Avx512,
+    /// `S` is `V3`.
+    Avx2,
+    /// Anything else: no target-feature code.
+    Portable,
+}
+
+/// [`Native`] of `S` (a compile-time constant after monomorphisation).
+#[inline(always)]
+pub(crate) fn native<S: Simd>() -> Native {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::any::TypeId;
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V4>() {
+            return Native::Avx512;
+        }
+        if TypeId::of::<S>() == TypeId::of::<pulp::x86::V3>() {
+            return Native::Avx2;
+        }
+    }
+    Native::Portable
+}
+
+/// Whether F16C may be used beside a `V3` token (which does not imply it): our AVX2 level
+/// requires it, so this is the cached detection, not a per-call CPUID.
+#[inline(always)]
+pub(crate) fn f16c_detected() -> bool {
+    detected_isa() >= Isa::Avx2
+}
+
 /// Runs `op` with the SIMD backend for `isa` (clamped to what this CPU has, so asking for
 /// more than the machine runs is safe and simply gets less).
 #[inline]

@@ -45,16 +45,16 @@ pub fn max4<S: Simd>(simd: S, v: [S::f32s; 4]) -> [f32; 4] {
 fn reduce4<S: Simd, const MAX: bool>(v: [S::f32s; 4]) -> Option<[f32; 4]> {
     #[cfg(target_arch = "x86_64")]
     {
+        use super::{Native, native};
         use pulp::bytemuck::cast;
-        if S::F32_LANES == 16 {
-            // SAFETY: pulp's only 16-lane f32 level is V4, whose token exists only when AVX-512 F
-            // was detected.
-            return Some(unsafe { x86::reduce4_avx512::<MAX>(cast(v)) });
-        }
-        if S::F32_LANES == 8 {
-            // SAFETY: pulp's only 8-lane f32 level is V3, whose token exists only when AVX2 (and
-            // so AVX) was detected.
-            return Some(unsafe { x86::reduce4_avx::<MAX>(cast(v)) });
+        match native::<S>() {
+            // SAFETY: a `V4` token exists only when AVX-512 F was detected; its vectors are
+            // 16 f32.
+            Native::Avx512 => return Some(unsafe { x86::reduce4_avx512::<MAX>(cast(v)) }),
+            // SAFETY: a `V3` token exists only when AVX2 (and so AVX) was detected; its
+            // vectors are 8 f32.
+            Native::Avx2 => return Some(unsafe { x86::reduce4_avx::<MAX>(cast(v)) }),
+            Native::Portable => {}
         }
     }
     let _ = v;

@@ -30,19 +30,16 @@ macro_rules! impl_store_16bit {
                 let dst = &mut row[index * lanes..(index + 1) * lanes];
                 #[cfg(target_arch = "x86_64")]
                 {
+                    use super::{Native, f16c_detected, native};
                     use pulp::bytemuck::cast;
-                    if lanes == 16 {
-                        // SAFETY: pulp's only 16-lane f32 level is V4, which exists only when
-                        // AVX-512 F/BW were detected; `dst` holds 16 elements.
-                        unsafe { x86::$avx512(cast(v), dst.as_mut_ptr()) };
-                        return;
-                    }
-                    if lanes == 8 {
-                        // SAFETY: pulp's 8-lane level is V3, and kernels reach it only through
-                        // `simd::vectorize` at `Isa::Avx2`, which requires AVX2 and F16C; `dst`
-                        // holds 8 elements.
-                        unsafe { x86::$avx2(cast(v), dst.as_mut_ptr()) };
-                        return;
+                    match native::<S>() {
+                        // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
+                        // `dst` holds its 16 lanes.
+                        Native::Avx512 => return unsafe { x86::$avx512(cast(v), dst.as_mut_ptr()) },
+                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C was
+                        // checked; `dst` holds its 8 lanes.
+                        Native::Avx2 if f16c_detected() => return unsafe { x86::$avx2(cast(v), dst.as_mut_ptr()) },
+                        _ => {}
                     }
                 }
                 let values = pulp::bytemuck::cast_slice::<S::f32s, f32>(std::slice::from_ref(&v));

@@ -78,6 +78,50 @@ impl BertConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
     }
+
+    /// What the encoder relies on: every size positive, `hidden_size` a multiple of
+    /// `num_attention_heads`, the tables' sizes representable, eps finite and ≥ 0. Parsing
+    /// checks it; so does building a model from a config made in code.
+    pub fn check(&self) -> Result<(), String> {
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        check_sizes(&sizes, self.layer_norm_eps)?;
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        for (name, rows) in [("vocab_size", self.vocab_size), ("intermediate_size", self.intermediate_size)] {
+            table_size(name, rows, self.hidden_size)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every size positive and eps a finite number ≥ 0.
+fn check_sizes(sizes: &[(&str, usize)], eps: f32) -> Result<(), String> {
+    if let Some((name, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+        return Err(format!("`{name}` must be positive"));
+    }
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(format!("the LayerNorm epsilon must be a finite number ≥ 0, got {eps}"));
+    }
+    Ok(())
+}
+
+/// `rows × width` f32 elements, when that many bytes are addressable.
+fn table_size(name: &str, rows: usize, width: usize) -> Result<usize, String> {
+    rows.checked_mul(width)
+        .filter(|elements| elements.checked_mul(4).is_some_and(|bytes| bytes <= isize::MAX as usize))
+        .ok_or_else(|| format!("`{name}` {rows} × width {width} is too large to address"))
 }
 
 /// A parsed GPT-2 config.
@@ -105,6 +149,30 @@ impl Gpt2Config {
     /// `n_embd / n_head`.
     pub fn head_dim(&self) -> usize {
         self.n_embd / self.n_head
+    }
+
+    /// What the decoder relies on: every size positive, `n_embd` a multiple of `n_head`, the
+    /// tables' (and one sequence's KV cache) sizes representable, eps finite and ≥ 0. Parsing
+    /// checks it; so does building a model from a config made in code.
+    pub fn check(&self) -> Result<(), String> {
+        let sizes = [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_inner", self.n_inner),
+        ];
+        check_sizes(&sizes, self.layer_norm_epsilon)?;
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(format!("n_embd {} is not a multiple of n_head {}", self.n_embd, self.n_head));
+        }
+        for (name, rows) in
+            [("vocab_size", self.vocab_size), ("n_positions", self.n_positions), ("n_inner", self.n_inner)]
+        {
+            table_size(name, rows, self.n_embd)?;
+        }
+        Ok(())
     }
 }
 
@@ -161,12 +229,7 @@ fn parse_bert(f: &mut Fields) -> ModelResult<BertConfig> {
     f.optional_bool("add_cross_attention", false, "cross-attention is not implemented")?;
     // BERT has no LM head here; tying is irrelevant.
     f.take("tie_word_embeddings");
-    if !config.hidden_size.is_multiple_of(config.num_attention_heads) {
-        return Err(f.err(format!(
-            "hidden_size {} is not a multiple of num_attention_heads {}",
-            config.hidden_size, config.num_attention_heads
-        )));
-    }
+    config.check().map_err(|reason| f.err(reason))?;
     Ok(config)
 }
 
@@ -204,9 +267,7 @@ fn parse_gpt2(f: &mut Fields) -> ModelResult<Gpt2Config> {
     f.optional_bool("add_cross_attention", false, "cross-attention is not implemented")?;
     // Upcasting to f32 before the softmax is what this crate always does.
     f.take("reorder_and_upcast_attn");
-    if !n_embd.is_multiple_of(config.n_head) {
-        return Err(f.err(format!("n_embd {n_embd} is not a multiple of n_head {}", config.n_head)));
-    }
+    config.check().map_err(|reason| f.err(reason))?;
     Ok(config)
 }
 

@@ -37,7 +37,8 @@ struct Attention {
 impl Attention {
     fn new() -> Self {
         let n = 2 * 3 * 5 * 4;
-        Attention { q: vec![0.5; n], k: vec![0.25; n], v: vec![1.0; n], out: vec![f32::NAN; n] }
+        let values = |seed: usize| (0..n).map(|i| ((i * 7 + seed * 13) % 17) as f32 / 8.0 - 1.0).collect();
+        Attention { q: values(1), k: values(2), v: values(3), out: vec![f32::NAN; n] }
     }
 
     fn run(&mut self, edit: impl FnOnce(&mut [fk_tensor; 4], &mut fk_attention_params)) -> fk_status {
@@ -68,8 +69,23 @@ impl Attention {
 fn good_attention_call_succeeds() {
     let mut a = Attention::new();
     assert_eq!(a.run(|_, _| {}), fk_status::FK_OK, "{}", last_error());
-    // V is all ones, so every output is 1.
-    assert!(a.out.iter().all(|&x| (x - 1.0).abs() < 1e-6));
+    // The same call through the Rust API gives the same bits.
+    use flashkern_kernels::attention::{AttentionParams, attention};
+    use flashkern_kernels::{View, ViewMut};
+    let shape = [2, 3, 5, 4];
+    let (q, k, v) = (
+        View::contiguous("q", &a.q, &shape).unwrap(),
+        View::contiguous("k", &a.k, &shape).unwrap(),
+        View::contiguous("v", &a.v, &shape).unwrap(),
+    );
+    let mut want = vec![f32::NAN; a.out.len()];
+    let mut out = ViewMut::contiguous("out", &mut want, &shape).unwrap();
+    attention(&q, &k, &v, &mut out, &AttentionParams::default(), None).unwrap();
+    assert!(want.iter().all(|x| x.is_finite()));
+    assert_eq!(
+        a.out.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -144,10 +160,17 @@ fn matmul_and_norm_through_the_abi() {
     // SAFETY: as above; `packed` is freed once below.
     unsafe {
         assert_eq!(fk_pack_weights(&tb, &mut packed), fk_status::FK_OK);
+        // `tc` points into `c`: clear it so the packed call must write every element again.
+        std::ptr::write_bytes(tc.data.cast::<f32>(), 0xff, m * n);
         assert_eq!(fk_matmul_packed(&ta, packed, null(), 1.0, 0.0, &mut tc), fk_status::FK_OK);
         assert_eq!(fk_matmul_packed(&ta, null(), null(), 1.0, 0.0, &mut tc), fk_status::FK_ERR_INVALID_ARGUMENT);
         fk_packed_free(packed);
         fk_packed_free(null_mut());
+    }
+    for i in 0..m {
+        for j in 0..n {
+            assert!((c[i * n + j] - want(i, j)).abs() < 1e-5, "packed: c[{i},{j}] = {}", c[i * n + j]);
+        }
     }
 
     let mut x = vec![1f32, 2., 3., 4.];

@@ -21,7 +21,7 @@ fn gpt2_tiny_matches_reference() {
         let batch: Vec<Vec<u32>> = entry["input_ids"].as_array().unwrap().iter().map(ids).collect();
         let want = floats(&entry["logits"]);
         let flat: Vec<u32> = batch.concat();
-        let mut cache = model.new_cache(batch.len());
+        let mut cache = model.new_cache(batch.len()).unwrap();
         let got = model.forward(&flat, &mut cache).expect("forward");
         let diff = max_abs_diff(&got, &want);
         eprintln!("logits case {case}: batch {} × {}: max abs diff {diff:.3e}", batch.len(), batch[0].len());
@@ -77,7 +77,7 @@ fn gpt2_tiny_f16_weights_and_thread_count_independence() {
     let run = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            let mut cache = model.new_cache(2);
+            let mut cache = model.new_cache(2).unwrap();
             model.forward(&batch, &mut cache).unwrap()
         })
     };

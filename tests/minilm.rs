@@ -33,8 +33,8 @@ fn minilm_f32_matches_reference() {
         let input = ids(&single["input_ids"]);
         let out = if i == 0 { enc.model().encode_with_attention(&[input]) } else { enc.model().encode(&[input]) };
         let out = out.unwrap();
-        let diff = max_abs_diff(out.sequence(0), &floats(&single["last_hidden_state"]));
-        let emb = enc.pool(&out, 0);
+        let diff = max_abs_diff(out.sequence(0).unwrap(), &floats(&single["last_hidden_state"]));
+        let emb = enc.pool(&out, 0).unwrap();
         alone.push(emb.clone());
         let want = floats(&single["embedding"]);
         let cos = cosine(&emb, &want);
@@ -58,14 +58,14 @@ fn minilm_f32_matches_reference() {
     let batch: Vec<Vec<u32>> = (0..sentences.len()).map(|i| ids(&r["single"][i]["input_ids"])).collect();
     let out = enc.model().encode(&batch).unwrap();
     assert_eq!(out.padded_len, r["batched"]["padded_length"].as_u64().unwrap() as usize);
-    let embeddings: Vec<Vec<f32>> = (0..batch.len()).map(|b| enc.pool(&out, b)).collect();
+    let embeddings: Vec<Vec<f32>> = (0..batch.len()).map(|b| enc.pool(&out, b).unwrap()).collect();
     let mut worst_hidden = 0f32;
     let mut worst_cos = 1f64;
     for (i, emb) in embeddings.iter().enumerate() {
         let want_rows = floats(&r["single"][i]["last_hidden_state"]);
-        assert_eq!(out.sequence(i).len(), want_rows.len());
+        assert_eq!(out.sequence(i).unwrap().len(), want_rows.len());
         assert_eq!(emb.len(), h);
-        worst_hidden = worst_hidden.max(max_abs_diff(out.sequence(i), &want_rows));
+        worst_hidden = worst_hidden.max(max_abs_diff(out.sequence(i).unwrap(), &want_rows));
         worst_cos = worst_cos.min(cosine(emb, &floats(&r["batched"]["embeddings"][i])));
         worst_cos = worst_cos.min(cosine(emb, &floats(&r["single"][i]["embedding"])));
     }
@@ -102,4 +102,17 @@ fn minilm_bf16_weights_cosine() {
         .fold(1f64, f64::min);
     eprintln!("bf16 weights: worst embedding cosine over sentences {SINGLES:?}: {worst:.6}");
     assert!(worst >= 0.997, "bf16 cosine {worst}");
+}
+
+#[test]
+fn pooling_an_empty_or_missing_sequence_is_an_error() {
+    let Some(dir) = model_dir("FLASHKERN_MINILM_DIR") else { return };
+    let enc = SentenceEncoder::load(&dir, DType::F32).expect("load MiniLM");
+    // [CLS] [SEP] beside an empty sequence: the batch runs, the empty one has nothing to pool.
+    let out = enc.model().encode(&[vec![101, 102], vec![]]).unwrap();
+    assert_eq!(enc.pool(&out, 0).unwrap().len(), enc.model().config().hidden_size);
+    for (b, why) in [(1, "empty"), (2, "of a batch of 2")] {
+        let err = enc.pool(&out, b).unwrap_err().to_string();
+        assert!(err.contains(why), "sequence {b}: {err}");
+    }
 }

@@ -340,8 +340,8 @@ fn sharded_checkpoint_equals_single_file() {
     assert_eq!(w.files().len(), 2);
     let b = BertModel::load(&sharded, DType::F32).unwrap().encode(&[vec![1, 4, 2], vec![3]]).unwrap();
     assert!(a.hidden.iter().all(|x| x.is_finite()));
-    assert_eq!(a.sequence(0), b.sequence(0));
-    assert_eq!(a.sequence(1), b.sequence(1));
+    assert_eq!(a.sequence(0).unwrap(), b.sequence(0).unwrap());
+    assert_eq!(a.sequence(1).unwrap(), b.sequence(1).unwrap());
 
     // An index pointing a tensor at a shard that lacks it.
     map.insert("embeddings.LayerNorm.bias".into(), "model-00002-of-00002.safetensors".into());
@@ -398,4 +398,44 @@ fn a_model_builds_from_an_owned_buffer() {
         matches!(&err, ModelError::MissingTensor { tensor, .. } if tensor == "encoder.layer.0.attention.self.value.bias"),
         "{err}"
     );
+}
+
+#[test]
+fn configs_made_in_code_are_checked_before_use() {
+    use flashkern::config::{BertConfig, Gpt2Config};
+    use flashkern::models::gpt2::Gpt2Model;
+    let weights = || Weights::from_bytes(two_tensors(), "test.safetensors").unwrap();
+    let gpt2 = Gpt2Config {
+        vocab_size: 4,
+        n_positions: 8,
+        n_embd: 6,
+        n_layer: 1,
+        n_head: 0,
+        n_inner: 24,
+        layer_norm_epsilon: 1e-5,
+        tie_word_embeddings: true,
+    };
+    let Err(err) = Gpt2Model::from_weights(gpt2.clone(), weights(), DType::F32) else { panic!("n_head 0 accepted") };
+    assert_names(&err, "`n_head` must be positive");
+    let Err(err) = Gpt2Model::from_weights(Gpt2Config { n_head: 4, ..gpt2.clone() }, weights(), DType::F32) else {
+        panic!("n_embd 6 with 4 heads accepted")
+    };
+    assert_names(&err, "not a multiple of n_head");
+    let huge = Gpt2Config { n_head: 2, n_positions: usize::MAX, ..gpt2 };
+    let Err(err) = Gpt2Model::from_weights(huge, weights(), DType::F32) else {
+        panic!("an unaddressable wpe accepted")
+    };
+    assert_names(&err, "too large");
+    let bert = BertConfig {
+        vocab_size: 4,
+        hidden_size: 6,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        intermediate_size: 24,
+        max_position_embeddings: 8,
+        type_vocab_size: 2,
+        layer_norm_eps: f32::NAN,
+    };
+    let Err(err) = BertModel::from_weights(bert, weights(), DType::F32) else { panic!("a NaN eps accepted") };
+    assert_names(&err, "epsilon");
 }

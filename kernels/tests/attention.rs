@@ -321,6 +321,26 @@ fn base() -> Case {
 }
 
 #[test]
+fn windows_reaching_past_every_key_equal_no_window() {
+    // Window arithmetic is signed; a window of usize::MAX must mean "no window" (it once
+    // wrapped to −1 and masked almost every key), in the kernel and in the reference.
+    for causal in [Causal::None, Causal::TopLeft, Causal::BottomRight] {
+        for (n_q, n_kv) in [(1, 300), (65, 130), (130, 65)] {
+            let none = Case { causal, n_q, n_kv, window: None, ..base() };
+            let x = inputs(&none);
+            for fast in [true, false] {
+                let want = run(&none, &x, fast, DType::F32);
+                for window in [n_q + n_kv, usize::MAX / 2, usize::MAX] {
+                    let got = run(&Case { window: Some(window), ..none.clone() }, &x, fast, DType::F32);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got.out), bits(&want.out), "window {window}, {causal:?}, fast {fast}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn every_mask_combination() {
     for causal in [Causal::None, Causal::TopLeft, Causal::BottomRight] {
         for (key_lengths, mask, window, softcap) in [

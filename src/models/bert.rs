@@ -58,9 +58,17 @@ pub struct BertOutput {
 
 impl BertOutput {
     /// The `[len, hidden]` rows of sequence `b` (its real positions only).
-    pub fn sequence(&self, b: usize) -> &[f32] {
+    pub fn sequence(&self, b: usize) -> ModelResult<&[f32]> {
+        let length = *self.lengths.get(b).ok_or_else(|| ModelError::InvalidInput {
+            arg: "b",
+            reason: format!("sequence {b} of a batch of {}", self.lengths.len()),
+        })?;
         let start = b * self.padded_len * self.hidden_size;
-        &self.hidden[start..start + self.lengths[b] * self.hidden_size]
+        // The fields are public: a hand-made output may not hold what it claims.
+        self.hidden.get(start..start + length * self.hidden_size).ok_or_else(|| ModelError::InvalidInput {
+            arg: "out",
+            reason: format!("sequence {b} of length {length} lies outside its {} hidden values", self.hidden.len()),
+        })
     }
 }
 
@@ -83,6 +91,7 @@ impl BertModel {
     /// Builds the model from a parsed config and opened weights; every tensor's shape is
     /// checked against the config.
     pub fn from_weights(config: BertConfig, weights: Weights, dtype: DType) -> ModelResult<BertModel> {
+        config.check().map_err(|reason| ModelError::InvalidInput { arg: "config", reason })?;
         let h = config.hidden_size;
         let p = find_prefix(&weights, &["", "bert."], "embeddings.word_embeddings.weight")?;
         let word =
@@ -328,13 +337,20 @@ impl SentenceEncoder {
     pub fn embed(&self, texts: &[&str]) -> ModelResult<Vec<Vec<f32>>> {
         let batch: Vec<Vec<u32>> = self.tokenize(texts)?.into_iter().map(|e| e.ids).collect();
         let out = self.model.encode(&batch)?;
-        Ok((0..batch.len()).map(|b| self.pool(&out, b)).collect())
+        (0..batch.len()).map(|b| self.pool(&out, b)).collect()
     }
 
-    /// Pools and (when the folder says so) L2-normalises sequence `b` of an encoder output.
-    pub fn pool(&self, out: &BertOutput, b: usize) -> Vec<f32> {
+    /// Pools and (when the folder says so) L2-normalises sequence `b` of an encoder output;
+    /// fails for a `b` outside the batch and for an empty sequence (nothing to pool).
+    pub fn pool(&self, out: &BertOutput, b: usize) -> ModelResult<Vec<f32>> {
         let h = out.hidden_size;
-        let rows = out.sequence(b);
+        let rows = out.sequence(b)?;
+        if rows.is_empty() {
+            return Err(ModelError::InvalidInput {
+                arg: "b",
+                reason: format!("sequence {b} is empty: nothing to pool"),
+            });
+        }
         let mut v = match self.pooling {
             Pooling::Cls => rows[..h].to_vec(),
             Pooling::Mean => {
@@ -342,7 +358,7 @@ impl SentenceEncoder {
                 for row in rows.chunks_exact(h) {
                     sum.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x));
                 }
-                let count = (rows.len() / h).max(1) as f64;
+                let count = (rows.len() / h) as f64;
                 sum.iter().map(|s| (s / count) as f32).collect()
             }
         };
@@ -352,6 +368,6 @@ impl SentenceEncoder {
                 v.iter_mut().for_each(|x| *x = (f64::from(*x) / norm) as f32);
             }
         }
-        v
+        Ok(v)
     }
 }

@@ -48,6 +48,9 @@ pub struct KvCache {
     batch: usize,
     len: usize,
     capacity: usize,
+    /// `n_embd` of the model that made it (with `capacity` and the layer count, what
+    /// `forward` checks a cache against).
+    width: usize,
     /// Per layer `[batch, heads, capacity, head_dim]`, on huge pages where the OS grants
     /// them (each decode step streams the whole cache: see `huge_pages`).
     k: Vec<HugeF32>,
@@ -101,6 +104,7 @@ impl Gpt2Model {
     /// Builds the model from a parsed config and opened weights; every tensor's shape is
     /// checked against the config.
     pub fn from_weights(config: Gpt2Config, weights: Weights, dtype: DType) -> ModelResult<Gpt2Model> {
+        config.check().map_err(|reason| ModelError::InvalidInput { arg: "config", reason })?;
         let e = config.n_embd;
         let p = find_prefix(&weights, &["transformer.", ""], "wte.weight")?;
         let wte_name = format!("{p}wte.weight");
@@ -127,18 +131,26 @@ impl Gpt2Model {
         self.dtype
     }
 
-    /// An empty cache for `batch` sequences, with room for the model's whole context.
-    pub fn new_cache(&self, batch: usize) -> KvCache {
+    /// An empty cache for `batch` sequences, with room for the model's whole context; fails
+    /// when its size is not addressable.
+    pub fn new_cache(&self, batch: usize) -> ModelResult<KvCache> {
         let c = &self.config;
-        let size = batch * c.n_positions * c.n_embd;
-        KvCache {
+        let size = batch
+            .checked_mul(c.n_positions * c.n_embd) // one sequence's size was checked with the config
+            .filter(|elements| elements.checked_mul(4).is_some_and(|bytes| bytes <= isize::MAX as usize))
+            .ok_or_else(|| ModelError::InvalidInput {
+                arg: "batch",
+                reason: format!("a cache for {batch} sequences of {} positions is too large", c.n_positions),
+            })?;
+        Ok(KvCache {
             batch,
             len: 0,
             capacity: c.n_positions,
+            width: c.n_embd,
             // One fresh zeroed mapping per layer: pages are only touched as positions fill.
             k: (0..c.n_layer).map(|_| HugeF32::zeroed(size)).collect(),
             v: (0..c.n_layer).map(|_| HugeF32::zeroed(size)).collect(),
-        }
+        })
     }
 
     /// Runs `ids` (`[batch, t]` row-major: `t` new tokens per sequence) after what `cache`
@@ -147,6 +159,20 @@ impl Gpt2Model {
         let c = &self.config;
         let (e, heads, d) = (c.n_embd, c.n_head, c.head_dim());
         let b = cache.batch;
+        if (cache.k.len(), cache.capacity, cache.width) != (c.n_layer, c.n_positions, e) {
+            return Err(ModelError::InvalidInput {
+                arg: "cache",
+                reason: format!(
+                    "made for {} layers × {} positions × width {}, this model has {} × {} × {}",
+                    cache.k.len(),
+                    cache.capacity,
+                    cache.width,
+                    c.n_layer,
+                    c.n_positions,
+                    e
+                ),
+            });
+        }
         if b == 0 || ids.is_empty() || !ids.len().is_multiple_of(b) {
             return Err(ModelError::InvalidInput {
                 arg: "ids",
@@ -225,7 +251,7 @@ impl Gpt2Model {
 
     /// Logits `[len, vocab]` of one sequence computed from scratch (no cache reuse).
     pub fn logits(&self, ids: &[u32]) -> ModelResult<Vec<f32>> {
-        let mut cache = self.new_cache(1);
+        let mut cache = self.new_cache(1)?;
         self.forward(ids, &mut cache)
     }
 
@@ -238,7 +264,7 @@ impl Gpt2Model {
         mut on_token: impl FnMut(usize, u32),
     ) -> ModelResult<Generation> {
         let v = self.config.vocab_size;
-        let mut cache = self.new_cache(1);
+        let mut cache = self.new_cache(1)?;
         let logits = self.forward(prompt, &mut cache)?;
         let prompt_logits: Vec<Vec<f32>> = logits.chunks_exact(v).map(<[f32]>::to_vec).collect();
         let mut last = prompt_logits.last().cloned().unwrap_or_default();

@@ -672,12 +672,13 @@ pub fn serialize(tensors: &[TensorBytes], metadata: &BTreeMap<String, String>) -
     }
     let mut offset = 0usize;
     for &(name, dtype, shape, bytes) in tensors {
-        let expected = shape.iter().product::<usize>() * dtype.size();
-        if bytes.len() != expected {
+        let expected = shape.iter().try_fold(dtype.size(), |total, &extent| total.checked_mul(extent));
+        if expected != Some(bytes.len()) {
+            let needs = expected.map_or("more than usize::MAX".to_string(), |bytes| bytes.to_string());
             return Err(ModelError::InvalidInput {
                 arg: "tensors",
                 reason: format!(
-                    "tensor `{name}`: {} bytes given, shape {shape:?} × {dtype} needs {expected}",
+                    "tensor `{name}`: {} bytes given, shape {shape:?} × {dtype} needs {needs}",
                     bytes.len()
                 ),
             });

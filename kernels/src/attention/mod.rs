@@ -105,7 +105,8 @@ impl AttentionParams<'_> {
         if self.causal != Causal::None && j > diag {
             return false;
         }
-        if self.window_left.is_some_and(|w| j + (w as i64) < diag) {
+        // A window of n_q + n_kv or more masks nothing (and would not fit an i64).
+        if self.window_left.is_some_and(|w| w < dims.n_q + dims.n_kv && j + (w as i64) < diag) {
             return false;
         }
         true
@@ -224,6 +225,9 @@ pub fn attention(
     lse: Option<&mut ViewMut>,
 ) -> Result<()> {
     let dims = check_args(q, k, v, out, params, lse.as_deref())?;
+    // A window reaching past every key masks nothing: drop it, so the kernels' window
+    // arithmetic only sees windows shorter than n_q + n_kv.
+    let params = &AttentionParams { window_left: params.window_left.filter(|&w| w < dims.n_q + dims.n_kv), ..*params };
     let isa = crate::isa::effective_isa().min(crate::isa::Isa::Avx512);
     crate::isa::record_dispatch(isa);
     flash::run(isa, [q, k, v], out, params, lse, dims);

@@ -54,4 +54,4 @@ pub mod testing;
 pub use dtype::{DType, Element, bf16, f16};
 pub use error::{Error, Result};
 pub use isa::{Isa, effective_isa, set_max_isa};
-pub use tensor::{Data, DataMut, Layout, View, ViewMut};
+pub use tensor::{Buffer, Data, DataMut, Layout, View, ViewMut};

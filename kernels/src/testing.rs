@@ -3,10 +3,8 @@
 //! that reports the worst element, and a runner that executes a check under every ISA level
 //! the machine supports and asserts the kernel really ran that level.
 
-use crate::dtype::{DType, Element, bf16, f16};
-use crate::error::Result as KernelResult;
+use crate::dtype::{DType, Element};
 use crate::isa::{Isa, runnable_isas, take_last_dispatch, with_max_isa};
-use crate::tensor::{Data, DataMut, View, ViewMut};
 
 /// Sizes that straddle every vector width and tile edge (plus a few hundred).
 pub const AWKWARD_SIZES: &[usize] = &[1, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 129, 300];
@@ -48,27 +46,9 @@ impl Rng {
     }
 }
 
-/// An owned buffer of one dtype: the storage tests, benches and fuzzers build views over.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Buffer {
-    /// f32 storage.
-    F32(Vec<f32>),
-    /// f16 storage.
-    F16(Vec<f16>),
-    /// bf16 storage.
-    BF16(Vec<bf16>),
-}
+pub use crate::tensor::Buffer;
 
 impl Buffer {
-    /// `values` rounded to `dtype`.
-    pub fn from_f32(dtype: DType, values: &[f32]) -> Buffer {
-        match dtype {
-            DType::F32 => Buffer::F32(values.to_vec()),
-            DType::F16 => Buffer::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
-            DType::BF16 => Buffer::BF16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
-        }
-    }
-
     /// `n` values uniform in `[lo, hi)`, rounded to `dtype`.
     pub fn random(dtype: DType, n: usize, rng: &mut Rng, lo: f32, hi: f32) -> Buffer {
         match dtype {
@@ -76,88 +56,6 @@ impl Buffer {
             DType::F16 => Buffer::F16(rng.vec(n, lo, hi)),
             DType::BF16 => Buffer::BF16(rng.vec(n, lo, hi)),
         }
-    }
-
-    /// `n` NaNs (for outputs, so unwritten elements fail comparisons).
-    pub fn nan(dtype: DType, n: usize) -> Buffer {
-        Buffer::from_f32(dtype, &vec![f32::NAN; n])
-    }
-
-    /// The element type.
-    pub fn dtype(&self) -> DType {
-        self.data().dtype()
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        self.data().len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The tagged slice.
-    pub fn data(&self) -> Data<'_> {
-        match self {
-            Buffer::F32(v) => Data::F32(v),
-            Buffer::F16(v) => Data::F16(v),
-            Buffer::BF16(v) => Data::BF16(v),
-        }
-    }
-
-    /// The tagged mutable slice.
-    pub fn data_mut(&mut self) -> DataMut<'_> {
-        match self {
-            Buffer::F32(v) => DataMut::F32(v),
-            Buffer::F16(v) => DataMut::F16(v),
-            Buffer::BF16(v) => DataMut::BF16(v),
-        }
-    }
-
-    /// Sets element `i` to `value` rounded to the dtype.
-    pub fn set(&mut self, i: usize, value: f32) {
-        match self {
-            Buffer::F32(v) => v[i] = value,
-            Buffer::F16(v) => v[i] = f16::from_f32(value),
-            Buffer::BF16(v) => v[i] = bf16::from_f32(value),
-        }
-    }
-
-    /// Every element widened to f32.
-    pub fn to_f32(&self) -> Vec<f32> {
-        let data = self.data();
-        (0..data.len()).map(|i| data.get_f32(i)).collect()
-    }
-
-    /// Every element's bit pattern (for bit-identity checks).
-    pub fn bits(&self) -> Vec<u32> {
-        match self {
-            Buffer::F32(v) => v.iter().map(|x| x.to_bits()).collect(),
-            Buffer::F16(v) => v.iter().map(|x| u32::from(x.to_bits())).collect(),
-            Buffer::BF16(v) => v.iter().map(|x| u32::from(x.to_bits())).collect(),
-        }
-    }
-
-    /// A view with the given shape and strides.
-    pub fn view(&self, arg: &'static str, shape: &[usize], strides: &[usize]) -> KernelResult<View<'_>> {
-        View::from_data(arg, self.data(), shape, strides)
-    }
-
-    /// A row-major view.
-    pub fn contiguous(&self, arg: &'static str, shape: &[usize]) -> KernelResult<View<'_>> {
-        self.view(arg, shape, &crate::tensor::Layout::contiguous_strides(shape).unwrap_or_default())
-    }
-
-    /// A row-major mutable view.
-    pub fn contiguous_mut(&mut self, arg: &'static str, shape: &[usize]) -> KernelResult<ViewMut<'_>> {
-        self.view_mut(arg, shape, &crate::tensor::Layout::contiguous_strides(shape).unwrap_or_default())
-    }
-
-    /// A mutable view with the given shape and strides.
-    pub fn view_mut(&mut self, arg: &'static str, shape: &[usize], strides: &[usize]) -> KernelResult<ViewMut<'_>> {
-        ViewMut::from_data(arg, self.data_mut(), shape, strides)
     }
 }
 

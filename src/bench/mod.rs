@@ -230,8 +230,9 @@ fn measure(
         Op::Model => {
             let shape = shapes::MODEL.iter().find(|s| s.id == id).expect("id from the table");
             let dir = options.model_dir.as_deref().expect("model ops are only listed with a folder");
-            let (ours, f32_time) = cases::model(dir, shape, dtype, budget)?;
-            (ours, f32_time, "same model, f32 weights", Work::Flops(shape.flops()), Roof::Fma)
+            let (ours, base) = cases::model(dir, shape, dtype, budget)?;
+            let baseline = if dtype == DType::F32 { "same model at AVX2" } else { "same model, f32 weights" };
+            (ours, base, baseline, Work::Flops(shape.flops()), Roof::Fma)
         }
     };
     let (gflops, gbps, rate) = match work {

@@ -16,28 +16,10 @@ use flashkern_kernels::matmul::{self, Activation, MatmulParams, PackedMatrix};
 use flashkern_kernels::norm::{self, NormInputs, NormKind, NormParams};
 use flashkern_kernels::simd::convert;
 use flashkern_kernels::tensor::Data;
-use flashkern_kernels::{DType, View, ViewMut, bf16, f16};
-
-/// An owned, dtype-tagged buffer (weights converted at load).
-#[derive(Clone, Debug)]
-pub(crate) enum Owned {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Owned {
-    pub(crate) fn data(&self) -> Data<'_> {
-        match self {
-            Owned::F32(v) => Data::F32(v),
-            Owned::F16(v) => Data::F16(v),
-            Owned::BF16(v) => Data::BF16(v),
-        }
-    }
-}
+use flashkern_kernels::{Buffer, DType, View, ViewMut, bf16, f16};
 
 /// `data` converted to `dtype` (16-bit ↔ 16-bit goes through f32, exactly for the widening).
-pub(crate) fn convert_to(data: Data, dtype: DType) -> ModelResult<Owned> {
+pub(crate) fn convert_to(data: Data, dtype: DType) -> ModelResult<Buffer> {
     let wide = |data: Data| -> ModelResult<Vec<f32>> {
         let mut out = vec![0f32; data.len()];
         match data {
@@ -48,41 +30,41 @@ pub(crate) fn convert_to(data: Data, dtype: DType) -> ModelResult<Owned> {
         Ok(out)
     };
     Ok(match (data, dtype) {
-        (Data::F16(s), DType::F16) => Owned::F16(s.to_vec()),
-        (Data::BF16(s), DType::BF16) => Owned::BF16(s.to_vec()),
-        (data, DType::F32) => Owned::F32(wide(data)?),
+        (Data::F16(s), DType::F16) => Buffer::F16(s.to_vec()),
+        (Data::BF16(s), DType::BF16) => Buffer::BF16(s.to_vec()),
+        (data, DType::F32) => Buffer::F32(wide(data)?),
         (data, DType::F16) => {
             let src = wide(data)?;
             let mut out = vec![f16::ZERO; src.len()];
             convert::f32_to_f16(&src, &mut out)?;
-            Owned::F16(out)
+            Buffer::F16(out)
         }
         (Data::F32(s), DType::BF16) => {
             let mut out = vec![bf16::ZERO; s.len()];
             convert::f32_to_bf16(s, &mut out)?;
-            Owned::BF16(out)
+            Buffer::BF16(out)
         }
         (data, DType::BF16) => {
             let src = wide(data)?;
             let mut out = vec![bf16::ZERO; src.len()];
             convert::f32_to_bf16(&src, &mut out)?;
-            Owned::BF16(out)
+            Buffer::BF16(out)
         }
     })
 }
 
 /// Converts `src` into `dst[range]` (equal lengths).
-fn convert_into(src: Data, dst: &mut Owned, range: std::ops::Range<usize>) -> ModelResult<()> {
+fn convert_into(src: Data, dst: &mut Buffer, range: std::ops::Range<usize>) -> ModelResult<()> {
     match (src, dst) {
-        (Data::F32(s), Owned::F32(d)) => d[range].copy_from_slice(s),
-        (Data::F16(s), Owned::F16(d)) => d[range].copy_from_slice(s),
-        (Data::BF16(s), Owned::BF16(d)) => d[range].copy_from_slice(s),
-        (Data::F16(s), Owned::F32(d)) => convert::f16_to_f32(s, &mut d[range])?,
-        (Data::BF16(s), Owned::F32(d)) => convert::bf16_to_f32(s, &mut d[range])?,
-        (Data::F32(s), Owned::BF16(d)) => convert::f32_to_bf16(s, &mut d[range])?,
-        (Data::F32(s), Owned::F16(d)) => convert::f32_to_f16(s, &mut d[range])?,
+        (Data::F32(s), Buffer::F32(d)) => d[range].copy_from_slice(s),
+        (Data::F16(s), Buffer::F16(d)) => d[range].copy_from_slice(s),
+        (Data::BF16(s), Buffer::BF16(d)) => d[range].copy_from_slice(s),
+        (Data::F16(s), Buffer::F32(d)) => convert::f16_to_f32(s, &mut d[range])?,
+        (Data::BF16(s), Buffer::F32(d)) => convert::bf16_to_f32(s, &mut d[range])?,
+        (Data::F32(s), Buffer::BF16(d)) => convert::f32_to_bf16(s, &mut d[range])?,
+        (Data::F32(s), Buffer::F16(d)) => convert::f32_to_f16(s, &mut d[range])?,
         (src, dst) => match convert_to(src, DType::F32)? {
-            Owned::F32(wide) => convert_into(Data::F32(&wide), dst, range)?,
+            Buffer::F32(wide) => convert_into(Data::F32(&wide), dst, range)?,
             _ => unreachable!("converted to f32"),
         },
     }
@@ -93,7 +75,7 @@ fn convert_into(src: Data, dst: &mut Owned, range: std::ops::Range<usize>) -> Mo
 pub(crate) fn vector(weights: &Weights, name: &str, len: usize) -> ModelResult<Vec<f32>> {
     let t = weights.get_shaped(name, &[len])?;
     match convert_to(t.data(), DType::F32)? {
-        Owned::F32(v) => Ok(v),
+        Buffer::F32(v) => Ok(v),
         _ => unreachable!("converted to f32"),
     }
 }
@@ -103,7 +85,7 @@ pub(crate) fn vector(weights: &Weights, name: &str, len: usize) -> ModelResult<V
 #[derive(Debug)]
 pub(crate) enum Table {
     Mapped(String),
-    Owned(Owned),
+    Owned(Buffer),
 }
 
 impl Table {
@@ -164,9 +146,9 @@ pub(crate) fn pack(parts: &[Tensor], layout: WeightLayout, dtype: DType) -> Mode
     // One temporary in the target dtype, each part converted straight into its rows.
     let part_len = n_part * k;
     let mut joined = match dtype {
-        DType::F32 => Owned::F32(vec![0.0; n * k]),
-        DType::F16 => Owned::F16(vec![f16::ZERO; n * k]),
-        DType::BF16 => Owned::BF16(vec![bf16::ZERO; n * k]),
+        DType::F32 => Buffer::F32(vec![0.0; n * k]),
+        DType::F16 => Buffer::F16(vec![f16::ZERO; n * k]),
+        DType::BF16 => Buffer::BF16(vec![bf16::ZERO; n * k]),
     };
     for (i, part) in parts.iter().enumerate() {
         let range = i * part_len..(i + 1) * part_len;
@@ -268,12 +250,10 @@ pub(crate) fn gather(table: Data, ids: &[u32], vocab: usize, hidden: usize, out:
 
 /// Parses a `--dtype`-style name.
 pub fn parse_dtype(name: &str) -> ModelResult<DType> {
-    match name {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => Err(ModelError::InvalidInput { arg: "dtype", reason: format!("{other:?} is not f32, bf16 or f16") }),
-    }
+    DType::ALL
+        .into_iter()
+        .find(|dtype| dtype.name() == name)
+        .ok_or_else(|| ModelError::InvalidInput { arg: "dtype", reason: format!("{name:?} is not f32, bf16 or f16") })
 }
 
 /// The tensor-name prefix a checkpoint uses: the first of `candidates` under which `probe`

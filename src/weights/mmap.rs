@@ -1,5 +1,7 @@
-//! The only `unsafe` of the model layer: mapping a file into memory, and viewing aligned
-//! little-endian bytes as `f32` / `f16` / `bf16` slices without copying.
+//! The weights' `unsafe`: mapping a file into memory, and viewing aligned little-endian bytes
+//! as `f32` / `f16` / `bf16` slices without copying. (The model layer's other `unsafe` is the
+//! KV cache's anonymous huge-page mapping, `models::huge_pages`; beyond it, the C ABI, the
+//! fuzz bodies and the gemm peer of the bench are the crate's only `unsafe` modules.)
 
 use flashkern_kernels::{bf16, f16};
 use std::fs::File;

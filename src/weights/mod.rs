@@ -23,7 +23,7 @@ mod mmap;
 
 use crate::error::{ModelError, ModelResult};
 use flashkern_kernels::tensor::Data;
-use flashkern_kernels::{DType, View, bf16, f16};
+use flashkern_kernels::{Buffer, DType, View, bf16, f16};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -164,14 +164,6 @@ pub struct TensorInfo {
     pub data_offsets: (usize, usize),
 }
 
-/// An aligned copy of a tensor whose bytes were misaligned.
-#[derive(Debug)]
-enum Copied {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
 #[derive(Debug)]
 enum Storage {
     Mapped(mmap::Mapped),
@@ -195,7 +187,7 @@ pub struct SafeTensors {
     data_start: usize,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
-    copies: Vec<Option<Copied>>,
+    copies: Vec<Option<Buffer>>,
     metadata: BTreeMap<String, String>,
 }
 
@@ -455,10 +447,10 @@ impl SafeTensors {
             .map(|t| {
                 let raw = &bytes[data_start + t.data_offsets.0..data_start + t.data_offsets.1];
                 match t.dtype {
-                    StDtype::F32 if mmap::cast_slice::<f32>(raw).is_none() => Some(Copied::F32(mmap::copy_slice(raw))),
-                    StDtype::F16 if mmap::cast_slice::<f16>(raw).is_none() => Some(Copied::F16(mmap::copy_slice(raw))),
+                    StDtype::F32 if mmap::cast_slice::<f32>(raw).is_none() => Some(Buffer::F32(mmap::copy_slice(raw))),
+                    StDtype::F16 if mmap::cast_slice::<f16>(raw).is_none() => Some(Buffer::F16(mmap::copy_slice(raw))),
                     StDtype::BF16 if mmap::cast_slice::<bf16>(raw).is_none() => {
-                        Some(Copied::BF16(mmap::copy_slice(raw)))
+                        Some(Buffer::BF16(mmap::copy_slice(raw)))
                     }
                     _ => None,
                 }
@@ -500,9 +492,9 @@ impl SafeTensors {
         let info = &self.tensors[i];
         let raw = &self.storage.bytes()[self.data_start + info.data_offsets.0..self.data_start + info.data_offsets.1];
         let (data, zero_copy) = match (&self.copies[i], info.dtype) {
-            (Some(Copied::F32(v)), _) => (Data::F32(v), false),
-            (Some(Copied::F16(v)), _) => (Data::F16(v), false),
-            (Some(Copied::BF16(v)), _) => (Data::BF16(v), false),
+            (Some(Buffer::F32(v)), _) => (Data::F32(v), false),
+            (Some(Buffer::F16(v)), _) => (Data::F16(v), false),
+            (Some(Buffer::BF16(v)), _) => (Data::BF16(v), false),
             (None, StDtype::F32) => (Data::F32(mmap::cast_slice(raw).expect("checked at load")), true),
             (None, StDtype::F16) => (Data::F16(mmap::cast_slice(raw).expect("checked at load")), true),
             (None, StDtype::BF16) => (Data::BF16(mmap::cast_slice(raw).expect("checked at load")), true),

@@ -26,11 +26,9 @@
 mod activation;
 #[allow(unsafe_code)]
 mod driver;
-#[allow(unsafe_code)]
 mod gemv;
 #[allow(unsafe_code)]
 mod kernel;
-#[allow(unsafe_code)]
 mod pack;
 
 use crate::dtype::DType;

@@ -426,7 +426,20 @@ impl<S: Simd> Pass1<S> {
         Pass1 { shift: None, sum: (zero, zero), squares: (zero, zero), tail_sum: 0.0, tail_squares: 0.0 }
     }
 
+    /// Sets the shift from the row's first vector, returning it splat.
+    #[inline(always)]
+    fn shift_from(&mut self, simd: S, first: S::f32s) -> S::f32s {
+        let c = simd.reduce_sum_f32s(first) / S::F32_LANES as f32;
+        let splat = simd.splat_f32s(c);
+        self.shift = Some((c, splat));
+        splat
+    }
+
     /// Feeds the vectors of `h` (the iterator may store them as it yields) and the scalar tail.
+    ///
+    /// The shift is taken from the first vector inside the loop (a predictable branch): any
+    /// second call of the iterator's closure (to peek at that vector first) measured outlined,
+    /// with every vector operation in it a function call.
     #[inline(always)]
     fn feed<const SQUARE: bool>(
         &mut self,
@@ -434,21 +447,14 @@ impl<S: Simd> Pass1<S> {
         vectors: impl Iterator<Item = S::f32s>,
         tail: impl Iterator<Item = f32>,
     ) {
-        let mut vectors = vectors.peekable();
-        if !SQUARE && self.shift.is_none() {
-            let first = match vectors.peek() {
-                Some(&v) => simd.reduce_sum_f32s(v) / S::F32_LANES as f32,
-                None => return self.feed_tail::<SQUARE>(simd, tail),
-            };
-            self.shift = Some((first, simd.splat_f32s(first)));
-        }
-        let c = self.shift.map_or(simd.splat_f32s(0.0), |(_, c)| c);
+        let mut c = self.shift.map(|(_, c)| c);
         let (mut s0, mut s1) = self.sum;
         let (mut q0, mut q1) = self.squares;
         for v in vectors {
             if SQUARE {
                 q0 = simd.mul_add_e_f32s(v, v, q0);
             } else {
+                let c = *c.get_or_insert_with(|| self.shift_from(simd, v));
                 let d = simd.sub_f32s(v, c);
                 s0 = simd.add_f32s(s0, d);
                 q0 = simd.mul_add_e_f32s(d, d, q0);
@@ -520,57 +526,46 @@ fn add_chunk<S: Simd, X: LoadF32, R: LoadF32, const SQUARE: bool>(
     h: &mut [f32],
     acc: &mut Pass1<S>,
 ) {
-    let tail_start = h.len() / S::F32_LANES * S::F32_LANES;
-    let (hv, ht) = S::as_mut_simd_f32s(h);
     let xs = |i: usize| X::load_f32s(simd, x, i);
     match (r, b) {
         (Some(r), Some(b)) => {
             let bv = S::as_simd_f32s(b).0;
-            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
-                *h = simd.add_f32s(simd.add_f32s(xs(i), R::load_f32s(simd, r, i)), bv[i]);
-                *h
-            });
-            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
-                *h = (x[i].to_f32() + r[i].to_f32()) + b[i];
-                *h
-            });
-            acc.feed::<SQUARE>(simd, vectors, tail);
+            let vector = |i| simd.add_f32s(simd.add_f32s(xs(i), R::load_f32s(simd, r, i)), bv[i]);
+            form_h::<S, SQUARE>(simd, h, vector, |i| (x[i].to_f32() + r[i].to_f32()) + b[i], acc);
         }
         (Some(r), None) => {
-            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
-                *h = simd.add_f32s(xs(i), R::load_f32s(simd, r, i));
-                *h
-            });
-            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
-                *h = x[i].to_f32() + r[i].to_f32();
-                *h
-            });
-            acc.feed::<SQUARE>(simd, vectors, tail);
+            let vector = |i| simd.add_f32s(xs(i), R::load_f32s(simd, r, i));
+            form_h::<S, SQUARE>(simd, h, vector, |i| x[i].to_f32() + r[i].to_f32(), acc);
         }
         (None, Some(b)) => {
             let bv = S::as_simd_f32s(b).0;
-            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
-                *h = simd.add_f32s(xs(i), bv[i]);
-                *h
-            });
-            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
-                *h = x[i].to_f32() + b[i];
-                *h
-            });
-            acc.feed::<SQUARE>(simd, vectors, tail);
+            form_h::<S, SQUARE>(simd, h, |i| simd.add_f32s(xs(i), bv[i]), |i| x[i].to_f32() + b[i], acc);
         }
-        (None, None) => {
-            let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
-                *h = xs(i);
-                *h
-            });
-            let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
-                *h = x[i].to_f32();
-                *h
-            });
-            acc.feed::<SQUARE>(simd, vectors, tail);
-        }
+        (None, None) => form_h::<S, SQUARE>(simd, h, xs, |i| x[i].to_f32(), acc),
     }
+}
+
+/// Stores `h` (vector `i` is `vector(i)`, tail element `i` is `scalar(i)`) while feeding the
+/// statistics.
+#[inline(always)]
+fn form_h<S: Simd, const SQUARE: bool>(
+    simd: S,
+    h: &mut [f32],
+    vector: impl Fn(usize) -> S::f32s,
+    scalar: impl Fn(usize) -> f32,
+    acc: &mut Pass1<S>,
+) {
+    let tail_start = h.len() / S::F32_LANES * S::F32_LANES;
+    let (hv, ht) = S::as_mut_simd_f32s(h);
+    let vectors = hv.iter_mut().enumerate().map(|(i, h)| {
+        *h = vector(i);
+        *h
+    });
+    let tail = ht.iter_mut().zip(tail_start..).map(|(h, i)| {
+        *h = scalar(i);
+        *h
+    });
+    acc.feed::<SQUARE>(simd, vectors, tail);
 }
 
 /// The centred second pass of LayerNorm: `(Σ(h − m), Σ(h − m)²)` with four accumulators each.

@@ -38,7 +38,7 @@ impl LoadF32 for f32 {
 }
 
 macro_rules! impl_load_16bit {
-    ($t:ty, $avx512:ident, $avx2:ident) => {
+    ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal) => {
         impl LoadF32 for $t {
             #[inline(always)]
             fn load_f32s<S: Simd>(simd: S, row: &[$t], index: usize) -> S::f32s {
@@ -52,9 +52,9 @@ macro_rules! impl_load_16bit {
                         // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
                         // `src` holds its 16 lanes.
                         Native::Avx512 => return cast(unsafe { x86::$avx512(src.as_ptr()) }),
-                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C was
-                        // checked; `src` holds its 8 lanes.
-                        Native::Avx2 if f16c_detected() => return cast(unsafe { x86::$avx2(src.as_ptr()) }),
+                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C (f16
+                        // only) was checked; `src` holds its 8 lanes.
+                        Native::Avx2 if !$f16c || f16c_detected() => return cast(unsafe { x86::$avx2(src.as_ptr()) }),
                         _ => {}
                     }
                 }
@@ -69,8 +69,9 @@ macro_rules! impl_load_16bit {
     };
 }
 
-impl_load_16bit!(bf16, bf16x16, bf16x8);
-impl_load_16bit!(f16, f16x16, f16x8);
+// The last argument: whether the 8-lane conversion needs F16C (which a `V3` token does not imply).
+impl_load_16bit!(bf16, bf16x16, bf16x8, false);
+impl_load_16bit!(f16, f16x16, f16x8, true);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

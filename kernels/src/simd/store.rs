@@ -22,7 +22,7 @@ impl StoreF32 for f32 {
 }
 
 macro_rules! impl_store_16bit {
-    ($t:ty, $avx512:ident, $avx2:ident) => {
+    ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal) => {
         impl StoreF32 for $t {
             #[inline(always)]
             fn store_f32s<S: Simd>(_: S, v: S::f32s, row: &mut [$t], index: usize) {
@@ -36,9 +36,11 @@ macro_rules! impl_store_16bit {
                         // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
                         // `dst` holds its 16 lanes.
                         Native::Avx512 => return unsafe { x86::$avx512(cast(v), dst.as_mut_ptr()) },
-                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C was
-                        // checked; `dst` holds its 8 lanes.
-                        Native::Avx2 if f16c_detected() => return unsafe { x86::$avx2(cast(v), dst.as_mut_ptr()) },
+                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C (f16
+                        // only) was checked; `dst` holds its 8 lanes.
+                        Native::Avx2 if !$f16c || f16c_detected() => {
+                            return unsafe { x86::$avx2(cast(v), dst.as_mut_ptr()) };
+                        }
                         _ => {}
                     }
                 }
@@ -51,8 +53,9 @@ macro_rules! impl_store_16bit {
     };
 }
 
-impl_store_16bit!(bf16, bf16x16, bf16x8);
-impl_store_16bit!(f16, f16x16, f16x8);
+// The last argument: whether the 8-lane conversion needs F16C (which a `V3` token does not imply).
+impl_store_16bit!(bf16, bf16x16, bf16x8, false);
+impl_store_16bit!(f16, f16x16, f16x8, true);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -91,7 +91,7 @@ typedef struct {
   float scale;
   // Causal masking.
   fk_causal causal;
-  // NULL, or [B]: batch b attends to keys j < key_lengths[b].
+  // NULL, or `[B]`: batch b attends to keys `j < key_lengths[b]`.
   const int32_t *key_lengths;
   // NULL, or f32 [B|1, H|1, Nq, Nkv] added to the scores (stride 0 broadcasts).
   const fk_tensor *additive_mask;
@@ -132,8 +132,8 @@ fk_status fk_set_max_isa(const char *level);
 // per core. Calls already running finish on their old pool.
 fk_status fk_set_num_threads(int32_t n);
 
-// out = softmax(q·kᵀ·scale + masks)·v. q [B,Hq,Nq,D], k [B,Hkv,Nkv,D], v [B,Hkv,Nkv,Dv],
-// out [B,Hq,Nq,Dv]; Hq a multiple of Hkv; the last dimension contiguous. q/k/v/out may each be
+// out = softmax(q·kᵀ·scale + masks)·v. q `[B,Hq,Nq,D]`, k `[B,Hkv,Nkv,D]`, v `[B,Hkv,Nkv,Dv]`,
+// out `[B,Hq,Nq,Dv]`; Hq a multiple of Hkv; the last dimension contiguous. q/k/v/out may each be
 // f32, f16 or bf16. `params` may be NULL (defaults). Fully masked rows give 0.
 //
 // # Safety
@@ -145,8 +145,8 @@ fk_status fk_attention(const fk_tensor *q,
                        fk_tensor *out,
                        const fk_attention_params *params);
 
-// c[M,N] = alpha·a[M,K]·b[N,K]ᵀ + beta·c (+ bias[N]). bias may be NULL; beta = 0 never reads c.
-// A [K,N] row-major weight is b with shape {N,K} and strides {1,N}.
+// `c[M,N] = alpha·a[M,K]·b[N,K]ᵀ + beta·c (+ bias[N])`. bias may be NULL; beta = 0 never reads c.
+// A `[K,N]` row-major weight is b with shape {N,K} and strides {1,N}.
 //
 // # Safety
 // As for `fk_attention`.
@@ -157,7 +157,7 @@ fk_status fk_matmul(const fk_tensor *a,
                     float beta,
                     fk_tensor *c);
 
-// Packs weights b[N,K] (any dtype, any strides) once for repeated `fk_matmul_packed` calls.
+// Packs weights `b[N,K]` (any dtype, any strides) once for repeated `fk_matmul_packed` calls.
 // On success `*out` owns the packed copy (b may be freed); free it with `fk_packed_free`.
 //
 // # Safety

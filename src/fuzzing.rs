@@ -301,7 +301,7 @@ fn norm_inner(u: &mut Unstructured) -> Result<()> {
     Ok(())
 }
 
-/// A small arbitrary attention call (GQA, [B,H,N,D] or [B,N,H,D] layout, every mask, softcap,
+/// A small arbitrary attention call (GQA, `[B,H,N,D]` or `[B,N,H,D]` layout, every mask, softcap,
 /// dtypes, LSE, ISA cap) against `reference::attention`.
 pub fn attention_vs_reference(data: &[u8]) {
     let _ = attention_inner(&mut Unstructured::new(data));

@@ -221,7 +221,7 @@ fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) -> Result<()> {
 }
 
 /// Seconds of (weights in `dtype`, baseline) for one MiniLM forward pass over synthetic token
-/// ids ([CLS] … [SEP], no padding). The baseline is the model with f32 weights, or for f32
+/// ids (`[CLS]` … `[SEP]`, no padding). The baseline is the model with f32 weights, or for f32
 /// itself, the same model with the kernels capped at AVX2.
 pub fn model(
     dir: &std::path::Path,

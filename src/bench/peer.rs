@@ -1,6 +1,6 @@
 //! The peer measured in the same run: the `gemm` crate (its `unsafe` raw-pointer API).
 
-/// `c = a·bᵀ` with the `gemm` crate (row-major a [M,K], b [N,K], c [M,N]) on the current pool.
+/// `c = a·bᵀ` with the `gemm` crate (row-major a `[M,K]`, b `[N,K]`, c `[M,N]`) on the current pool.
 ///
 /// # Panics
 /// When a buffer's length is not exactly its shape's size (or a size overflows).

@@ -102,7 +102,7 @@ pub struct ModelShape {
     pub id: &'static str,
     /// Sequences.
     pub batch: usize,
-    /// Tokens per sequence ([CLS] and [SEP] included).
+    /// Tokens per sequence (`[CLS]` and `[SEP]` included).
     pub tokens: usize,
 }
 

@@ -92,7 +92,7 @@ pub struct fk_attention_params {
     pub scale: f32,
     /// Causal masking.
     pub causal: fk_causal,
-    /// NULL, or [B]: batch b attends to keys j < key_lengths[b].
+    /// NULL, or `[B]`: batch b attends to keys `j < key_lengths[b]`.
     pub key_lengths: *const i32,
     /// NULL, or f32 [B|1, H|1, Nq, Nkv] added to the scores (stride 0 broadcasts).
     pub additive_mask: *const fk_tensor,
@@ -229,8 +229,8 @@ pub extern "C" fn fk_set_num_threads(n: i32) -> fk_status {
     })
 }
 
-/// out = softmax(q·kᵀ·scale + masks)·v. q [B,Hq,Nq,D], k [B,Hkv,Nkv,D], v [B,Hkv,Nkv,Dv],
-/// out [B,Hq,Nq,Dv]; Hq a multiple of Hkv; the last dimension contiguous. q/k/v/out may each be
+/// out = softmax(q·kᵀ·scale + masks)·v. q `[B,Hq,Nq,D]`, k `[B,Hkv,Nkv,D]`, v `[B,Hkv,Nkv,Dv]`,
+/// out `[B,Hq,Nq,Dv]`; Hq a multiple of Hkv; the last dimension contiguous. q/k/v/out may each be
 /// f32, f16 or bf16. `params` may be NULL (defaults). Fully masked rows give 0.
 ///
 /// # Safety
@@ -302,8 +302,8 @@ pub unsafe extern "C" fn fk_attention(
     })
 }
 
-/// c[M,N] = alpha·a[M,K]·b[N,K]ᵀ + beta·c (+ bias[N]). bias may be NULL; beta = 0 never reads c.
-/// A [K,N] row-major weight is b with shape {N,K} and strides {1,N}.
+/// `c[M,N] = alpha·a[M,K]·b[N,K]ᵀ + beta·c (+ bias[N])`. bias may be NULL; beta = 0 never reads c.
+/// A `[K,N]` row-major weight is b with shape {N,K} and strides {1,N}.
 ///
 /// # Safety
 /// As for `fk_attention`.
@@ -331,7 +331,7 @@ pub unsafe extern "C" fn fk_matmul(
     })
 }
 
-/// Packs weights b[N,K] (any dtype, any strides) once for repeated `fk_matmul_packed` calls.
+/// Packs weights `b[N,K]` (any dtype, any strides) once for repeated `fk_matmul_packed` calls.
 /// On success `*out` owns the packed copy (b may be freed); free it with `fk_packed_free`.
 ///
 /// # Safety

@@ -473,6 +473,14 @@ impl SharedOut<'_> {
         self.dtype
     }
 
+    /// The address of element `offset` and the byte length of `len` elements from there, for
+    /// cache hints (nothing is accessed). Panics when the run is out of bounds.
+    pub fn run_bytes(&self, offset: usize, len: usize) -> (*const u8, usize) {
+        assert!(offset.checked_add(len).is_some_and(|end| end <= self.len), "run outside the output view");
+        let size = self.dtype.size();
+        (self.ptr.cast_const().wrapping_add(offset * size), len * size)
+    }
+
     /// The run `offset..offset + len` as a temporary [`DataMut`]. Panics when out of bounds.
     ///
     /// # Safety

@@ -2,7 +2,7 @@
 //! address, so these are safe to call with any pointer (one past a row's end is fine).
 
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
 
 /// Hints the cache line holding `address` into L1.
 #[inline(always)]
@@ -35,5 +35,21 @@ pub fn l2_range<T>(start: *const T, bytes: usize) {
     let start = start.cast::<u8>();
     for line in (0..bytes).step_by(64) {
         l2(start.wrapping_add(line));
+    }
+}
+
+/// Hints every cache line of `bytes` bytes starting at `start` into L1 in a writable state
+/// (`prefetchw`), so that stores to them later do not wait for the line to be read first.
+#[inline(always)]
+pub fn l1_for_write_range<T>(start: *const T, bytes: usize) {
+    let start = start.cast::<u8>();
+    for line in (0..bytes).step_by(64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as for `l1`.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_ET0>(start.wrapping_add(line).cast::<i8>())
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = line;
     }
 }

@@ -100,7 +100,7 @@ impl BertConfig {
             ));
         }
         for (name, rows) in [("vocab_size", self.vocab_size), ("intermediate_size", self.intermediate_size)] {
-            table_size(name, rows, self.hidden_size)?;
+            addressable_f32s(name, rows, self.hidden_size)?;
         }
         Ok(())
     }
@@ -117,8 +117,9 @@ fn check_sizes(sizes: &[(&str, usize)], eps: f32) -> Result<(), String> {
     Ok(())
 }
 
-/// `rows × width` f32 elements, when that many bytes are addressable.
-fn table_size(name: &str, rows: usize, width: usize) -> Result<usize, String> {
+/// `rows × width` f32 elements, when that many bytes are addressable (`name` says which rows
+/// in the error).
+pub(crate) fn addressable_f32s(name: &str, rows: usize, width: usize) -> Result<usize, String> {
     rows.checked_mul(width)
         .filter(|elements| elements.checked_mul(4).is_some_and(|bytes| bytes <= isize::MAX as usize))
         .ok_or_else(|| format!("`{name}` {rows} × width {width} is too large to address"))
@@ -170,7 +171,7 @@ impl Gpt2Config {
         for (name, rows) in
             [("vocab_size", self.vocab_size), ("n_positions", self.n_positions), ("n_inner", self.n_inner)]
         {
-            table_size(name, rows, self.n_embd)?;
+            addressable_f32s(name, rows, self.n_embd)?;
         }
         Ok(())
     }

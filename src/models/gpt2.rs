@@ -135,13 +135,9 @@ impl Gpt2Model {
     /// when its size is not addressable.
     pub fn new_cache(&self, batch: usize) -> ModelResult<KvCache> {
         let c = &self.config;
-        let size = batch
-            .checked_mul(c.n_positions * c.n_embd) // one sequence's size was checked with the config
-            .filter(|elements| elements.checked_mul(4).is_some_and(|bytes| bytes <= isize::MAX as usize))
-            .ok_or_else(|| ModelError::InvalidInput {
-                arg: "batch",
-                reason: format!("a cache for {batch} sequences of {} positions is too large", c.n_positions),
-            })?;
+        // One sequence's size was checked with the config.
+        let size = crate::config::addressable_f32s("batch", batch, c.n_positions * c.n_embd)
+            .map_err(|reason| ModelError::InvalidInput { arg: "batch", reason })?;
         Ok(KvCache {
             batch,
             len: 0,

@@ -95,6 +95,12 @@ impl AttentionParams<'_> {
         self.scale.unwrap_or_else(|| 1.0 / (d.max(1) as f32).sqrt())
     }
 
+    /// `window_left`, or `None` when it reaches past every key: a window of `n_q + n_kv` or more
+    /// masks nothing (and `usize::MAX` would not fit the signed diagonal arithmetic).
+    pub fn window(&self, dims: &AttentionDims) -> Option<usize> {
+        self.window_left.filter(|&w| w < dims.n_q + dims.n_kv)
+    }
+
     /// Whether key `j` is visible to query `i` of batch `b` by the boolean masks (step 4 above).
     pub fn key_visible(&self, dims: &AttentionDims, b: usize, i: usize, j: usize) -> bool {
         if self.key_lengths.is_some_and(|lengths| j >= lengths[b]) {
@@ -105,8 +111,7 @@ impl AttentionParams<'_> {
         if self.causal != Causal::None && j > diag {
             return false;
         }
-        // A window of n_q + n_kv or more masks nothing (and would not fit an i64).
-        if self.window_left.is_some_and(|w| w < dims.n_q + dims.n_kv && j + (w as i64) < diag) {
+        if self.window(dims).is_some_and(|w| j + (w as i64) < diag) {
             return false;
         }
         true
@@ -225,9 +230,8 @@ pub fn attention(
     lse: Option<&mut ViewMut>,
 ) -> Result<()> {
     let dims = check_args(q, k, v, out, params, lse.as_deref())?;
-    // A window reaching past every key masks nothing: drop it, so the kernels' window
-    // arithmetic only sees windows shorter than n_q + n_kv.
-    let params = &AttentionParams { window_left: params.window_left.filter(|&w| w < dims.n_q + dims.n_kv), ..*params };
+    // The kernels' window arithmetic only sees windows shorter than n_q + n_kv.
+    let params = &AttentionParams { window_left: params.window(&dims), ..*params };
     let isa = crate::isa::effective_isa().min(crate::isa::Isa::Avx512);
     crate::isa::record_dispatch(isa);
     flash::run(isa, [q, k, v], out, params, lse, dims);

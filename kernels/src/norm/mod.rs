@@ -416,8 +416,8 @@ impl WithSimd for Block<'_, '_> {
 /// of powers of two, is that value), hence variance 0 and mean `c` exactly. RMSNorm
 /// (`SQUARE`) sums `h²` only.
 struct Pass1<S: Simd> {
-    /// `c`, splat; `None` until the row's first value is seen.
-    shift: Option<(f32, S::f32s)>,
+    /// `c`; `None` until the row's first value is seen.
+    shift: Option<f32>,
     sum: (S::f32s, S::f32s),
     squares: (S::f32s, S::f32s),
     tail_sum: f32,
@@ -435,9 +435,8 @@ impl<S: Simd> Pass1<S> {
     #[inline(always)]
     fn shift_from(&mut self, simd: S, first: S::f32s) -> S::f32s {
         let c = simd.reduce_sum_f32s(first) / S::F32_LANES as f32;
-        let splat = simd.splat_f32s(c);
-        self.shift = Some((c, splat));
-        splat
+        self.shift = Some(c);
+        simd.splat_f32s(c)
     }
 
     /// Feeds the vectors of `h` (the iterator may store them as it yields) and the scalar tail.
@@ -452,7 +451,7 @@ impl<S: Simd> Pass1<S> {
         vectors: impl Iterator<Item = S::f32s>,
         tail: impl Iterator<Item = f32>,
     ) {
-        let mut c = self.shift.map(|(_, c)| c);
+        let mut c = self.shift.map(|c| simd.splat_f32s(c));
         let (mut s0, mut s1) = self.sum;
         let (mut q0, mut q1) = self.squares;
         for v in vectors {
@@ -468,17 +467,16 @@ impl<S: Simd> Pass1<S> {
             std::mem::swap(&mut q0, &mut q1);
         }
         (self.sum, self.squares) = ((s0, s1), (q0, q1));
-        self.feed_tail::<SQUARE>(simd, tail);
+        self.feed_tail::<SQUARE>(tail);
     }
 
     #[inline(always)]
-    fn feed_tail<const SQUARE: bool>(&mut self, simd: S, tail: impl Iterator<Item = f32>) {
+    fn feed_tail<const SQUARE: bool>(&mut self, tail: impl Iterator<Item = f32>) {
         for v in tail {
             if SQUARE {
                 self.tail_squares += v * v;
             } else {
-                let c = *self.shift.get_or_insert_with(|| (v, simd.splat_f32s(v)));
-                let d = v - c.0;
+                let d = v - *self.shift.get_or_insert(v);
                 self.tail_sum += d;
                 self.tail_squares += d * d;
             }
@@ -489,7 +487,7 @@ impl<S: Simd> Pass1<S> {
     #[inline(always)]
     fn finish(&self, simd: S) -> (f32, f32, f32) {
         let fold = |(a, b): (S::f32s, S::f32s)| simd.reduce_sum_f32s(simd.add_f32s(a, b));
-        let shift = self.shift.map_or(0.0, |(c, _)| c);
+        let shift = self.shift.unwrap_or(0.0);
         (fold(self.sum) + self.tail_sum, fold(self.squares) + self.tail_squares, shift)
     }
 }

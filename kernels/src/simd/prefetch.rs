@@ -32,24 +32,33 @@ pub fn l2<T>(address: *const T) {
 /// [`l2`] for every cache line of `bytes` bytes starting at `start`.
 #[inline(always)]
 pub fn l2_range<T>(start: *const T, bytes: usize) {
-    let start = start.cast::<u8>();
-    for line in (0..bytes).step_by(64) {
-        l2(start.wrapping_add(line));
-    }
+    for_each_line(start, bytes, l2);
 }
 
-/// Hints every cache line of `bytes` bytes starting at `start` into L1 in a writable state
-/// (`prefetchw`), so that stores to them later do not wait for the line to be read first.
+/// Hints the cache line holding `address` into L1 in a writable state (`prefetchw`), so that
+/// a later store to it does not wait for the line to be read first.
+#[inline(always)]
+pub fn l1_for_write<T>(address: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: as for `l1`.
+    unsafe {
+        _mm_prefetch::<_MM_HINT_ET0>(address.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
+/// [`l1_for_write`] for every cache line of `bytes` bytes starting at `start`.
 #[inline(always)]
 pub fn l1_for_write_range<T>(start: *const T, bytes: usize) {
+    for_each_line(start, bytes, l1_for_write);
+}
+
+/// Calls `hint` with an address in each 64-byte step of `bytes` bytes from `start`.
+#[inline(always)]
+fn for_each_line<T>(start: *const T, bytes: usize, hint: impl Fn(*const u8)) {
     let start = start.cast::<u8>();
     for line in (0..bytes).step_by(64) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as for `l1`.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_ET0>(start.wrapping_add(line).cast::<i8>())
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = line;
+        hint(start.wrapping_add(line));
     }
 }

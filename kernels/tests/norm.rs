@@ -15,7 +15,7 @@ use flashkern_kernels::norm::{
     self, NormInputs, NormKind, NormParams, NormWeights, add_norm, add_norm_in_place, add_norm_update_residual,
 };
 use flashkern_kernels::testing::{AWKWARD_SIZES, Buffer as Buf, Rng, Tolerance, assert_close, on_every_isa};
-use flashkern_kernels::{DType, Error, Isa, View, ViewMut, reference};
+use flashkern_kernels::{DType, Element, Error, Isa, View, ViewMut, bf16, f16, reference};
 use proptest::prelude::*;
 
 /// A `[rows, hidden]` matrix in a buffer with row stride `hidden + pad`.
@@ -514,6 +514,53 @@ fn one_and_two_threads_are_bit_identical() {
             assert_eq!(bits(&one_sum.unwrap().values()), bits(&two_sum.unwrap().values()));
         }
     }
+}
+
+/// Outputs of at least 16 MiB in rows of at least 8 KiB are written with streaming stores at the
+/// AVX-512 level, their unaligned row ends with ordinary ones. Such a call must store exactly
+/// what two calls on its halves (8 MiB each, not streamed) store, at every row alignment (the
+/// padded row stride walks the row starts through every 4-byte offset of a line), leaving the
+/// padding untouched.
+#[test]
+fn streamed_outputs_equal_ordinary_stores() {
+    fn check<E: Element>() {
+        let hidden = 4096;
+        let rows = (16 << 20) / (hidden * size_of::<E>()) + 2;
+        let (stride, half) = (hidden + 3, rows / 2);
+        let mut rng = Rng::new(7);
+        let x = rng.vec::<f32>(rows * hidden, -2.0, 2.0);
+        let r = rng.vec::<f32>(rows * hidden, -1.0, 1.0);
+        let gamma = rng.vec::<f32>(hidden, -1.5, 1.5);
+        let beta = rng.vec::<f32>(hidden, -1.0, 1.0);
+        let params = NormParams { kind: NormKind::LayerNorm, eps: 1e-5 };
+        let run = |rows: std::ops::Range<usize>, out: &mut [E]| {
+            let n = rows.len();
+            let inputs = NormInputs {
+                x: View::contiguous("x", &x[rows.start * hidden..rows.end * hidden], &[n, hidden]).unwrap(),
+                residual: Some(
+                    View::contiguous("r", &r[rows.start * hidden..rows.end * hidden], &[n, hidden]).unwrap(),
+                ),
+                bias: None,
+                gamma: View::contiguous("gamma", &gamma, &[hidden]).unwrap(),
+                beta: Some(View::contiguous("beta", &beta, &[hidden]).unwrap()),
+            };
+            let mut view = ViewMut::new("out", &mut out[rows.start * stride..], &[n, hidden], &[stride, 1]).unwrap();
+            add_norm(&inputs, &params, &mut view, None).unwrap();
+        };
+        let bits = |out: &[E]| out.iter().map(|v| v.to_f32().to_bits()).collect::<Vec<u32>>();
+        let len = (rows - 1) * stride + hidden;
+        on_every_isa(Isa::Avx512, |isa| {
+            let mut whole = vec![E::from_f32(f32::NAN); len];
+            run(0..rows, &mut whole);
+            let mut halves = vec![E::from_f32(f32::NAN); len];
+            run(0..half, &mut halves);
+            run(half..rows, &mut halves);
+            assert!(bits(&whole) == bits(&halves), "{} out at {isa}", E::DTYPE);
+        });
+    }
+    check::<f32>();
+    check::<bf16>();
+    check::<f16>();
 }
 
 #[test]

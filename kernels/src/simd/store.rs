@@ -3,6 +3,12 @@
 //!
 //! The counterpart of [`super::load`]: a kernel writing 16-bit outputs rounds each vector as it
 //! is produced instead of storing an f32 chunk and converting it in a second pass.
+//!
+//! [`StreamF32`] adds streaming (non-temporal) stores for outputs too large to stay in cache:
+//! they write whole 64-byte lines to memory without first reading them in (no
+//! read-for-ownership), so each output byte costs one memory transfer instead of two. A
+//! streamed output is not left in cache, so kernels use them only for outputs much larger than
+//! the last-level cache, and call [`stream_fence`] before their results may be read elsewhere.
 
 use crate::dtype::{Element, bf16, f16};
 use pulp::Simd;
@@ -20,6 +26,65 @@ impl StoreF32 for f32 {
         S::as_mut_simd_f32s(&mut row[index * S::F32_LANES..(index + 1) * S::F32_LANES]).0[0] = v;
     }
 }
+
+/// An element type a kernel can stream 32 f32 lanes into (see the module docs).
+pub trait StreamF32: StoreF32 {
+    /// Rounds `v[0]`, then `v[1]` (16 lanes each) into `dst[..32]` with streaming stores and
+    /// returns `true`; `dst` must start on a 64-byte boundary (asserted). Returns `false`,
+    /// writing nothing, under every backend but AVX-512's (`V4`), which alone streams.
+    fn stream32<S: Simd>(simd: S, v: [S::f32s; 2], dst: &mut [Self]) -> bool;
+}
+
+/// Whether [`StreamF32::stream32`] streams under the backend `S` (AVX-512's alone).
+#[inline(always)]
+pub fn streams<S: Simd>() -> bool {
+    cfg!(target_arch = "x86_64") && super::native::<S>() == super::Native::Avx512
+}
+
+/// Elements of `row` before its first 64-byte boundary (a streamed run starts there).
+#[inline(always)]
+pub fn elements_to_line<E>(row: &[E]) -> usize {
+    (row.as_ptr() as usize).wrapping_neg() % 64 / size_of::<E>()
+}
+
+/// Orders this thread's streaming stores before its later stores (a fence; on x86 `sfence`).
+/// A kernel calls it once it has streamed its part of an output, before the threads join.
+#[inline(always)]
+pub fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sfence` only orders stores; SSE is baseline x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
+macro_rules! impl_stream {
+    ($t:ty, $avx512:ident) => {
+        impl StreamF32 for $t {
+            #[inline(always)]
+            fn stream32<S: Simd>(_: S, v: [S::f32s; 2], dst: &mut [$t]) -> bool {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    use pulp::bytemuck::cast;
+                    if streams::<S>() {
+                        let dst = &mut dst[..32];
+                        assert!(elements_to_line(dst) == 0, "streamed runs start on a 64-byte boundary");
+                        // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
+                        // `dst` holds the 32 elements and is 64-byte aligned (asserted).
+                        unsafe { x86::$avx512(cast(v), dst.as_mut_ptr()) };
+                        return true;
+                    }
+                }
+                let _ = (v, dst);
+                false
+            }
+        }
+    };
+}
+
+impl_stream!(f32, stream_f32x32);
+impl_stream!(bf16, stream_bf16x32);
+impl_stream!(f16, stream_f16x32);
 
 macro_rules! impl_store_16bit {
     ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal) => {
@@ -63,6 +128,40 @@ mod x86 {
     use super::{bf16, f16};
     use pulp::{f32x8, f32x16};
     use std::arch::x86_64::*;
+
+    /// 2 × 16 f32 streamed to `dst` (two lines).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn stream_f32x32(v: [f32x16; 2], dst: *mut f32) {
+        // SAFETY: f32x16 and __m512 are both 16 packed f32.
+        let [a, b] = unsafe { core::mem::transmute::<[f32x16; 2], [__m512; 2]>(v) };
+        // SAFETY: the caller guarantees 32 writable, 64-byte aligned elements.
+        unsafe {
+            _mm512_stream_ps(dst, a);
+            _mm512_stream_ps(dst.add(16), b);
+        }
+    }
+
+    /// 2 × 16 f32 → 32 bf16 streamed to `dst` (one line).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn stream_bf16x32(v: [f32x16; 2], dst: *mut bf16) {
+        // SAFETY: f32x16 and __m512i are both 64 bytes of plain bits.
+        let [a, b] = unsafe { core::mem::transmute::<[f32x16; 2], [__m512i; 2]>(v) };
+        let line = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(round_to_bf16_512(a)), round_to_bf16_512(b));
+        // SAFETY: the caller guarantees 32 writable, 64-byte aligned elements.
+        unsafe { _mm512_stream_si512(dst.cast(), line) };
+    }
+
+    /// 2 × 16 f32 → 32 f16 streamed to `dst` (one line).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn stream_f16x32(v: [f32x16; 2], dst: *mut f16) {
+        // SAFETY: f32x16 and __m512 are both 16 packed f32.
+        let [a, b] = unsafe { core::mem::transmute::<[f32x16; 2], [__m512; 2]>(v) };
+        const ROUND: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let line =
+            _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm512_cvtps_ph::<ROUND>(a)), _mm512_cvtps_ph::<ROUND>(b));
+        // SAFETY: the caller guarantees 32 writable, 64-byte aligned elements.
+        unsafe { _mm512_stream_si512(dst.cast(), line) };
+    }
 
     /// 16 f32 → 16 bf16 at `dst`.
     #[target_feature(enable = "avx512f,avx512bw")]

@@ -1,5 +1,6 @@
 //! Vectorised GELU for the matmul epilogue, one formula for every ISA (scalar included), so an
-//! element's result never depends on where it sits in a vector.
+//! element's result never depends on where it sits in a vector (a row's partial last vector is
+//! zero-padded).
 //!
 //! - `exp`: Cody–Waite reduction `x = n·ln2 + r`, `|r| ≤ ln2/2`, degree-6 Taylor polynomial
 //!   (truncation ≤ 1.2e-7 relative) scaled by `2ⁿ` built in the exponent bits; arguments are
@@ -14,40 +15,15 @@
 //! NaN inputs give NaN (restored by a final select, since min/max clamping would drop it).
 
 use super::Activation;
-use crate::isa::Isa;
-use pulp::{Simd, WithSimd};
+use pulp::Simd;
 
-/// Applies `activation` to every element of `vals` in place.
-pub(super) fn apply(isa: Isa, vals: &mut [f32], activation: Activation) {
-    if activation != Activation::None {
-        crate::simd::vectorize(isa, Gelu { vals, activation });
-    }
-}
-
-struct Gelu<'a> {
-    vals: &'a mut [f32],
-    activation: Activation,
-}
-
-impl WithSimd for Gelu<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let (head, tail) = S::as_mut_simd_f32s(self.vals);
-        let erf = self.activation == Activation::GeluErf;
-        for v in head {
-            *v = gelu(simd, *v, erf);
-        }
-        if !tail.is_empty() {
-            // The tail goes through the same vector formula, zero-padded.
-            let mut pad = [0f32; 16];
-            pad[..tail.len()].copy_from_slice(tail);
-            let (padded, _) = S::as_mut_simd_f32s(&mut pad[..S::F32_LANES]);
-            padded[0] = gelu(simd, padded[0], erf);
-            let n = tail.len();
-            tail.copy_from_slice(&pad[..n]);
-        }
+/// `activation` of every lane.
+#[inline(always)]
+pub(super) fn activate<S: Simd>(simd: S, x: S::f32s, activation: Activation) -> S::f32s {
+    match activation {
+        Activation::None => x,
+        Activation::GeluErf => gelu(simd, x, true),
+        Activation::GeluTanh => gelu(simd, x, false),
     }
 }
 

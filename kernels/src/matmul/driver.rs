@@ -13,9 +13,11 @@
 //! stay in L2. KC = 64 and 128 measured no better.
 
 use super::MatmulParams;
+use super::activation::activate;
 use super::kernel::{NR, Pairs, Panel, Rows, tile_rows};
 use crate::isa::Isa;
-use crate::tensor::{SharedOut, View};
+use crate::simd::store::StoreF32;
+use crate::tensor::{DataMut, SharedOut, View};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -170,7 +172,7 @@ impl WithSimd for Task<'_> {
                     }
                 }
             }
-            epilogue(p, out, scratch, ldc, i0..i1, j0..j1);
+            epilogue(simd, p, out, scratch, ldc, i0..i1, j0..j1);
         }
         SCRATCH.set(scratch_buf);
     }
@@ -224,7 +226,9 @@ fn dot_bf16_panel(p: &Problem, a_pairs: &[u32], b: &[crate::bf16], scratch: &mut
 }
 
 /// [`epilogue_row`] for each row of a task's scratch tile.
-fn epilogue(
+#[inline(always)]
+fn epilogue<S: Simd>(
+    simd: S,
     p: &Problem,
     out: &SharedOut,
     scratch: &mut [f32],
@@ -232,22 +236,37 @@ fn epilogue(
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
 ) {
-    let bias = p.bias.map(|b| widen_bias(b, cols.clone()));
+    let bias = p.bias.map(|b| widen_bias(b, cols.clone(), p.isa));
     for (r, i) in rows.enumerate() {
         let vals = &mut scratch[r * ldc..][..cols.len()];
-        epilogue_row(out, vals, bias.as_deref(), &p.params, p.isa, i, cols.clone());
+        epilogue_row(simd, out, vals, bias.as_deref(), &p.params, p.isa, i, cols.clone());
     }
 }
 
 /// `bias[cols]` widened to f32.
-pub(super) fn widen_bias(bias: &View, cols: std::ops::Range<usize>) -> Vec<f32> {
-    cols.map(|j| bias.get_f32(&[j])).collect()
+pub(super) fn widen_bias(bias: &View, cols: std::ops::Range<usize>, isa: Isa) -> Vec<f32> {
+    let mut out = vec![0f32; cols.len()];
+    if bias.strides()[0] == 1 || cols.len() <= 1 {
+        bias.data().widen(bias.layout().offset(&[cols.start]), &mut out, isa);
+    } else {
+        for (o, j) in out.iter_mut().zip(cols) {
+            *o = bias.get_f32(&[j]);
+        }
+    }
+    out
 }
 
 /// Row `i`, columns `cols` of C: `act(α·acc (+ β·C) (+ bias))`, rounded once into C. `vals`
 /// holds the f32 dot products (and is overwritten); `bias` is `bias[cols]`. The caller owns
 /// those elements of C exclusively (its task's tile).
-pub(super) fn epilogue_row(
+///
+/// One vector pass when C's row is contiguous: each vector is scaled, offset, activated and
+/// rounded into C in registers (the last, partial vector zero-padded, as the activation's own
+/// pass pads it, so every element gets the same formula).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(super) fn epilogue_row<S: Simd>(
+    simd: S,
     out: &SharedOut,
     vals: &mut [f32],
     bias: Option<&[f32]>,
@@ -259,38 +278,93 @@ pub(super) fn epilogue_row(
     let width = cols.len();
     let layout = out.layout();
     let col_stride = layout.strides()[1];
-    let MatmulParams { alpha, beta, activation } = *params;
     let base = layout.offset(&[i, cols.start]);
-    let contiguous = col_stride == 1 || width == 1;
+    let beta = params.beta;
     let mut old = vec![0f32; if beta != 0.0 { width } else { 0 }];
-    if beta != 0.0 && contiguous {
-        // SAFETY: the caller owns row i's columns `cols` of C exclusively, and the temporary
-        // run is dropped before any other access.
-        unsafe { out.run(base, width) }.as_data().widen(0, &mut old, isa);
-    } else if beta != 0.0 {
-        for (jj, o) in old.iter_mut().enumerate() {
-            // SAFETY: as above, one element of the caller's tile.
-            *o = unsafe { out.run(base + jj * col_stride, 1) }.as_data().get_f32(0);
+    if col_stride == 1 || width == 1 {
+        if beta != 0.0 {
+            // SAFETY: the caller owns row i's columns `cols` of C exclusively, and the
+            // temporary run is dropped before any other access.
+            unsafe { out.run(base, width) }.as_data().widen(0, &mut old, isa);
+        }
+        let old = (beta != 0.0).then_some(&old[..]);
+        // SAFETY: as above; the run `base..base+width` is row i's columns `cols`.
+        match unsafe { out.run(base, width) } {
+            DataMut::F32(c) => finish_row(simd, vals, old, bias, params, c),
+            DataMut::BF16(c) => finish_row(simd, vals, old, bias, params, c),
+            DataMut::F16(c) => finish_row(simd, vals, old, bias, params, c),
+        }
+        return;
+    }
+    for (jj, o) in old.iter_mut().enumerate() {
+        // SAFETY: as above, one element of the caller's tile.
+        *o = unsafe { out.run(base + jj * col_stride, 1) }.as_data().get_f32(0);
+    }
+    let old = (beta != 0.0).then_some(&old[..]);
+    finish_row::<S, f32>(simd, vals, old, bias, params, &mut []);
+    for (jj, v) in vals.iter().enumerate() {
+        // SAFETY: as above, one element of the caller's tile.
+        unsafe { out.run(base + jj * col_stride, 1) }.store(0, std::slice::from_ref(v), isa);
+    }
+}
+
+/// `vals[j] = act(α·vals[j] (+ β·old[j]) (+ bias[j]))`, each rounded into `c[j]` as it is made
+/// (`c` empty: `vals` only). The operations are those of the scalar formula, in its order.
+#[inline(always)]
+fn finish_row<S: Simd, O: StoreF32>(
+    simd: S,
+    vals: &mut [f32],
+    old: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    params: &MatmulParams,
+    c: &mut [O],
+) {
+    let lanes = S::F32_LANES;
+    let (alpha, beta) = (simd.splat_f32s(params.alpha), simd.splat_f32s(params.beta));
+    // Macros, not closures: closures are not inlined into pulp's target-feature context.
+    // `finish!(vals, old, bias, at)`: the result for vector `at` of the three rows.
+    macro_rules! finish {
+        ($vals:expr, $old:expr, $bias:expr, $at:expr) => {{
+            let at = $at;
+            let mut x = simd.mul_f32s(alpha, S::as_simd_f32s(&$vals[at.clone()]).0[0]);
+            if let Some(old) = $old {
+                x = simd.add_f32s(x, simd.mul_f32s(beta, S::as_simd_f32s(&old[at.clone()]).0[0]));
+            }
+            if let Some(bias) = $bias {
+                x = simd.add_f32s(x, S::as_simd_f32s(&bias[at]).0[0]);
+            }
+            activate(simd, x, params.activation)
+        }};
+    }
+    let full = vals.len() / lanes;
+    for v in 0..full {
+        let at = v * lanes..(v + 1) * lanes;
+        let x = finish!(vals, old, bias, at.clone());
+        if c.is_empty() {
+            S::as_mut_simd_f32s(&mut vals[at]).0[0] = x;
+        } else {
+            O::store_f32s(simd, x, c, v);
         }
     }
-    for (jj, v) in vals.iter_mut().enumerate() {
-        let mut x = alpha * *v;
-        if beta != 0.0 {
-            x += beta * old[jj];
+    let tail = full * lanes..vals.len();
+    if !tail.is_empty() {
+        let n = tail.len();
+        let (mut v, mut o, mut b) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+        v[..n].copy_from_slice(&vals[tail.clone()]);
+        if let Some(old) = old {
+            o[..n].copy_from_slice(&old[tail.clone()]);
         }
         if let Some(bias) = bias {
-            x += bias[jj];
+            b[..n].copy_from_slice(&bias[tail.clone()]);
         }
-        *v = x;
-    }
-    super::activation::apply(isa, vals, activation);
-    if contiguous {
-        // SAFETY: as above; the run `base..base+width` is row i's columns `cols`.
-        unsafe { out.run(base, width) }.store(0, vals, isa);
-    } else {
-        for (jj, v) in vals.iter().enumerate() {
-            // SAFETY: as above, one element of the caller's tile.
-            unsafe { out.run(base + jj * col_stride, 1) }.store(0, std::slice::from_ref(v), isa);
+        let x = finish!(v, old.and(Some(&o)), bias.and(Some(&b)), 0..lanes);
+        let mut result = [0f32; 16];
+        S::as_mut_simd_f32s(&mut result[..lanes]).0[0] = x;
+        vals[tail.clone()].copy_from_slice(&result[..n]);
+        if !c.is_empty() {
+            for (c, &x) in c[tail].iter_mut().zip(&result[..n]) {
+                *c = O::from_f32(x);
+            }
         }
     }
 }

@@ -121,9 +121,9 @@ impl Task<'_> {
             }
             j += rows;
         }
-        let bias = p.bias.map(|b| widen_bias(b, j0..j1));
+        let bias = p.bias.map(|b| widen_bias(b, j0..j1, p.isa));
         for (i, row) in dots.chunks_exact_mut(j1 - j0).enumerate() {
-            epilogue_row(out, row, bias.as_deref(), &p.params, p.isa, i, j0..j1);
+            epilogue_row(simd, out, row, bias.as_deref(), &p.params, p.isa, i, j0..j1);
         }
     }
 }

@@ -222,24 +222,41 @@ fn pack_a_panel(a: &View, isa: Isa, i0: usize, rows: usize, panel: &mut [f32]) {
     let data = a.data();
     let base = a.layout().offset(&[i0, 0]);
     if sk == 1 || k == 1 {
-        let mut row = vec![0f32; if data.dtype() == DType::F32 { 0 } else { k }];
-        for i in 0..rows {
-            let src: &[f32] = match data.f32_run(base + i * si, k) {
-                Some(run) => run,
-                None => {
-                    data.widen(base + i * si, &mut row, isa);
-                    &row
-                }
-            };
-            for (dst, &v) in panel.chunks_exact_mut(rows).zip(src) {
-                dst[i] = v;
-            }
+        // 16-bit rows are widened first, then interleaved like f32 ones.
+        let mut widened = vec![0f32; if data.dtype() == DType::F32 { 0 } else { rows * k }];
+        for (i, row) in widened.chunks_exact_mut(k).enumerate() {
+            data.widen(base + i * si, row, isa);
+        }
+        let row = |i: usize| match data.f32_run(base + i * si, k) {
+            Some(run) => run,
+            None => &widened[i * k..(i + 1) * k],
+        };
+        match rows {
+            1 => panel.copy_from_slice(row(0)),
+            2 => interleave::<2>([0, 1].map(row), panel),
+            3 => interleave::<3>([0, 1, 2].map(row), panel),
+            4 => interleave::<4>([0, 1, 2, 3].map(row), panel),
+            5 => interleave::<5>([0, 1, 2, 3, 4].map(row), panel),
+            6 => interleave::<6>([0, 1, 2, 3, 4, 5].map(row), panel),
+            _ => unreachable!("A panels have at most 6 rows"),
         }
     } else {
         for (p, dst) in panel.chunks_exact_mut(rows).enumerate() {
             for (i, d) in dst.iter_mut().enumerate() {
                 *d = data.get_f32(base + i * si + p * sk);
             }
+        }
+    }
+}
+
+/// `panel[p·R + i] = rows[i][p]`: R equal-length rows interleaved into `[k][R]`, one panel
+/// step (R consecutive stores) at a time.
+fn interleave<const R: usize>(rows: [&[f32]; R], panel: &mut [f32]) {
+    let k = panel.len() / R;
+    let rows = rows.map(|row| &row[..k]);
+    for (p, step) in panel.chunks_exact_mut(R).enumerate() {
+        for (d, row) in step.iter_mut().zip(&rows) {
+            *d = row[p];
         }
     }
 }

@@ -63,6 +63,7 @@ impl WithSimd for DecodeOp<'_, '_> {
         s.o.clear();
         s.o.resize(rows * dv_pad, 0.0);
         s.o_layout = OLayout::Rows { stride: dv_pad };
+        s.o_normalised = false;
         let mut m_run = [f32::NEG_INFINITY; DECODE_ROWS];
         let mut l_run = [0f32; DECODE_ROWS];
         let mut alpha = [0f32; DECODE_ROWS];

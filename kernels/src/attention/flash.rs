@@ -37,7 +37,7 @@ use crate::isa::Isa;
 use crate::simd::exp::exp_no_overflow_f32s;
 use crate::simd::transpose::transpose;
 use crate::simd::vectorize;
-use crate::tensor::{DataMut, SharedOut, View, ViewMut};
+use crate::tensor::{Data, DataMut, SharedOut, View, ViewMut};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -94,6 +94,8 @@ pub(super) struct Scratch {
     /// The item's unnormalised O, laid out as `o_layout` says.
     pub(super) o: Vec<f32>,
     pub(super) o_layout: OLayout,
+    /// Whether O is already divided by `l` (a prefill item that is not split).
+    pub(super) o_normalised: bool,
     pub(super) m: Vec<f32>,
     pub(super) l: Vec<f32>,
     pub(super) alpha: Vec<f32>,
@@ -168,6 +170,15 @@ impl<'a> Problem<'a> {
         }
         let end = end.max(0) as usize;
         (start.clamp(0, end as i64) as usize, end)
+    }
+
+    /// The element distance between consecutive rows `m = qi·r + h_local` of an item's Q, when
+    /// it is the same for all of them: Q's query stride with one head per KV head, its head
+    /// stride when the heads of a query are that far apart and its queries `r` heads apart
+    /// (the `[B, N, H, D]` layout).
+    fn q_row_stride(&self) -> Option<usize> {
+        let [_, head, query, _] = <[usize; 4]>::try_from(self.q.strides()).ok()?;
+        if self.r == 1 { Some(query) } else { (query == self.r * head).then_some(head) }
     }
 
     fn n_items(&self) -> usize {
@@ -285,8 +296,8 @@ struct Sink<'s, 'o> {
 }
 
 impl Sink<'_, '_> {
-    /// Normalises and stores one output row (and its LSE).
-    fn store(&self, p: &Problem, [b, h, i]: [usize; 3], o: &mut [f32], m: f32, l: f32) {
+    /// Normalises (unless `normalised`) and stores one output row, and its LSE.
+    fn store(&self, p: &Problem, [b, h, i]: [usize; 3], o: &mut [f32], (m, l): (f32, f32), normalised: bool) {
         let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
         if !o.is_empty() {
             let offset = self.out.layout().offset(&[b, h, i, 0]);
@@ -294,6 +305,7 @@ impl Sink<'_, '_> {
             // i, KV head of h, batch b), and the output layout was validated as non-overlapping,
             // so this run of Dv elements is disjoint from every other task's.
             match unsafe { self.out.run(offset, o.len()) } {
+                DataMut::F32(y) if normalised => y.copy_from_slice(o),
                 // Scaled straight into an f32 output: one pass over the row, no copy call.
                 DataMut::F32(y) => {
                     for (y, &x) in y.iter_mut().zip(o.iter()) {
@@ -301,8 +313,10 @@ impl Sink<'_, '_> {
                     }
                 }
                 mut run => {
-                    for x in o.iter_mut() {
-                        *x *= inv;
+                    if !normalised {
+                        for x in o.iter_mut() {
+                            *x *= inv;
+                        }
                     }
                     run.store(0, o, p.isa);
                 }
@@ -326,7 +340,8 @@ fn write_rows(p: &Problem, item: Item, s: &mut Scratch, sink: &Sink) {
     for qi in 0..i1 - i0 {
         for hl in 0..p.r {
             let m = qi * p.r + hl;
-            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut o[m * stride..][..dv], s.m[m], s.l[m]);
+            let (row, state) = (&mut o[m * stride..][..dv], (s.m[m], s.l[m]));
+            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], row, state, s.o_normalised);
         }
     }
 }
@@ -363,7 +378,7 @@ fn merge_partials(p: &Problem, item: Item, parts: &[Partial], sink: &Sink) {
                     *x += w * y;
                 }
             }
-            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut row, max, l);
+            sink.store(p, [item.b, item.g * p.r + hl, i0 + qi], &mut row, (max, l), false);
         }
     }
 }
@@ -399,21 +414,30 @@ impl WithSimd for ItemOp<'_, '_> {
         let mv = m_pad / lanes;
         let vmax = if lanes >= 16 { 4 } else { 2 };
 
-        // Qᵀ, pre-scaled; padding rows are zero. The rows are widened first, then transposed
-        // in blocks. Buffers that are overwritten whole keep their stale contents rather than
-        // being zero-filled first (the fills measured ~3 % of short-sequence prefill).
-        s.staging.resize(rows * d, 0.0);
-        if d > 0 {
-            for qi in 0..i1 - i0 {
-                for hl in 0..r {
-                    let m = qi * r + hl;
-                    let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
-                    p.q.data().widen(offset, &mut s.staging[m * d..(m + 1) * d], p.isa);
+        // Qᵀ, pre-scaled; padding rows are zero. f32 rows a fixed stride apart are transposed
+        // in place; others are widened into the staging buffer first. Buffers that are
+        // overwritten whole keep their stale contents rather than being zero-filled first (the
+        // fills measured ~3 % of short-sequence prefill).
+        s.qt.resize(d * m_pad, 0.0);
+        let first_row = p.q.layout().offset(&[item.b, item.g * r, i0, 0]);
+        match (p.q.data(), p.q_row_stride()) {
+            (Data::F32(q), Some(ld)) if d > 0 => {
+                transpose(p.isa, &q[first_row..], ld, (rows, d), &mut s.qt, m_pad);
+            }
+            _ => {
+                s.staging.resize(rows * d, 0.0);
+                if d > 0 {
+                    for qi in 0..i1 - i0 {
+                        for hl in 0..r {
+                            let m = qi * r + hl;
+                            let offset = p.q.layout().offset(&[item.b, item.g * r + hl, i0 + qi, 0]);
+                            p.q.data().widen(offset, &mut s.staging[m * d..(m + 1) * d], p.isa);
+                        }
+                    }
                 }
+                transpose(p.isa, &s.staging, d, (rows, d), &mut s.qt, m_pad);
             }
         }
-        s.qt.resize(d * m_pad, 0.0);
-        transpose(p.isa, &s.staging, d, (rows, d), &mut s.qt, m_pad);
         if rows < m_pad {
             for qt_row in s.qt.chunks_exact_mut(m_pad) {
                 qt_row[rows..].fill(0.0);
@@ -466,6 +490,22 @@ impl WithSimd for ItemOp<'_, '_> {
             softmax_update(simd, mv, nk_pad, &mut s.s, &mut s.m, &mut s.l, &mut s.alpha);
             accumulate(simd, &s.s, v_tile, &s.alpha, dv_pad, mv, vmax, nk, &mut s.o);
             j0 = j1;
+        }
+        // An unsplit item's O is final: it is divided by `l` here, a vector of rows at a time
+        // (1/l into `alpha`, whose work is done; 0 for a fully masked row), so its rows are only
+        // copied out.
+        s.o_normalised = p.chunk == usize::MAX;
+        if s.o_normalised {
+            let (one, zero) = (simd.splat_f32s(1.0), simd.splat_f32s(0.0));
+            let inv = S::as_mut_simd_f32s(&mut s.alpha).0;
+            for (inv, &l) in inv.iter_mut().zip(S::as_simd_f32s(&s.l).0) {
+                *inv = simd.select_f32s(simd.equal_f32s(l, zero), zero, simd.div_f32s(one, l));
+            }
+            for column in S::as_mut_simd_f32s(&mut s.o).0.chunks_exact_mut(mv) {
+                for (x, &inv) in column.iter_mut().zip(inv.iter()) {
+                    *x = simd.mul_f32s(*x, inv);
+                }
+            }
         }
     }
 }

@@ -29,10 +29,10 @@ impl StoreF32 for f32 {
 
 /// An element type a kernel can stream 32 f32 lanes into (see the module docs).
 pub trait StreamF32: StoreF32 {
-    /// Rounds `v[0]`, then `v[1]` (16 lanes each) into `dst[..32]` with streaming stores and
-    /// returns `true`; `dst` must start on a 64-byte boundary (asserted). Returns `false`,
-    /// writing nothing, under every backend but AVX-512's (`V4`), which alone streams.
-    fn stream32<S: Simd>(simd: S, v: [S::f32s; 2], dst: &mut [Self]) -> bool;
+    /// Rounds `v[0]`, then `v[1]` (16 lanes each) into `dst[..32]` with streaming stores;
+    /// `dst` must start on a 64-byte boundary. Only AVX-512's backend (`V4`) streams: callers
+    /// check [`streams`] first, and any other backend panics rather than drop the values.
+    fn stream32<S: Simd>(simd: S, v: [S::f32s; 2], dst: &mut [Self]);
 }
 
 /// Whether [`StreamF32::stream32`] streams under the backend `S` (AVX-512's alone).
@@ -62,21 +62,18 @@ macro_rules! impl_stream {
     ($t:ty, $avx512:ident) => {
         impl StreamF32 for $t {
             #[inline(always)]
-            fn stream32<S: Simd>(_: S, v: [S::f32s; 2], dst: &mut [$t]) -> bool {
+            fn stream32<S: Simd>(_: S, v: [S::f32s; 2], dst: &mut [$t]) {
+                assert!(streams::<S>(), "streaming stores need the AVX-512 backend");
+                let dst = &mut dst[..32];
+                assert!(elements_to_line(dst) == 0, "streamed runs start on a 64-byte boundary");
                 #[cfg(target_arch = "x86_64")]
-                {
-                    use pulp::bytemuck::cast;
-                    if streams::<S>() {
-                        let dst = &mut dst[..32];
-                        assert!(elements_to_line(dst) == 0, "streamed runs start on a 64-byte boundary");
-                        // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
-                        // `dst` holds the 32 elements and is 64-byte aligned (asserted).
-                        unsafe { x86::$avx512(cast(v), dst.as_mut_ptr()) };
-                        return true;
-                    }
-                }
-                let _ = (v, dst);
-                false
+                // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected (`streams`
+                // asserted `S` is `V4`); `dst` holds the 32 elements and is 64-byte aligned.
+                unsafe {
+                    x86::$avx512(pulp::bytemuck::cast(v), dst.as_mut_ptr())
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = v;
             }
         }
     };

@@ -138,6 +138,31 @@ impl Panel for Pairs<'_> {
     }
 }
 
+/// The B block a task computes next, hinted into L2 a k pair at a time by the first micro-tile
+/// of the current block: issued together, a block's hints would fill the miss buffers and
+/// stall the FMAs behind them, and the hardware prefetchers alone fall behind when B comes
+/// from DRAM (skinny problems reuse each block for only a few tiles).
+#[derive(Clone, Copy)]
+pub(super) struct NextBlock {
+    /// The block's first byte.
+    pub start: *const u8,
+    /// Bytes per k row of the block (a k pair is twice this).
+    pub bytes_per_k: usize,
+    /// The block's length in bytes (no hint goes past it).
+    pub bytes: usize,
+}
+
+impl NextBlock {
+    #[inline(always)]
+    fn fetch_pair(self, p: usize) {
+        let from = 2 * p * self.bytes_per_k;
+        let to = (from + 2 * self.bytes_per_k).min(self.bytes);
+        if from < to {
+            crate::simd::prefetch::l2_range(self.start.wrapping_add(from), to - from);
+        }
+    }
+}
+
 /// One micro-tile: `a.len() ≥ kc·MR`, `c.len() ≥ (MR−1)·ldc + NR`, `b` holds `kc` k rows.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -149,11 +174,15 @@ fn tile<S: Simd, P: Panel, const MR: usize, const NV: usize>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+    next: Option<NextBlock>,
 ) {
     assert!(NV * S::F32_LANES == NR && a.len() >= kc * MR && c.len() >= (MR - 1) * ldc + NR);
     let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
     let pairs = kc / 2;
     for (p, a_pair) in a[..pairs * 2 * MR].chunks_exact(2 * MR).enumerate() {
+        if let Some(next) = next {
+            next.fetch_pair(p);
+        }
         let (a_lo, a_hi) = a_pair.split_at(MR);
         b.fma_pair(simd, p, &mut acc, a_lo, a_hi);
     }
@@ -196,11 +225,12 @@ pub(super) fn tile_rows<S: Simd, P: Panel>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
+    next: Option<NextBlock>,
 ) {
     macro_rules! by_rows {
         ($nv:literal, $($r:literal)*) => {
             match rows {
-                $($r => tile::<S, P, $r, $nv>(simd, kc, a, b, c, ldc, accumulate),)*
+                $($r => tile::<S, P, $r, $nv>(simd, kc, a, b, c, ldc, accumulate, next),)*
                 _ => unreachable!("row count {rows} above the register tile"),
             }
         };

@@ -10,8 +10,8 @@
 //! Blocking (Zen 4: 32 KiB L1d, 1 MiB L2 per core): a B micro-panel `KC × NR` f32 is
 //! 96·64·4 = 24 KiB and stays in L1 while the task's A panels (`MR × KC`, 2.3 KiB each) stream
 //! from L2; the task's B block (`KC × 8·NR` = 192 KiB) and scratch (`≤ 120 × 512` f32 = 240 KiB)
-//! stay in L2. KC = 64 and 128 measured no better. While a block computes, its first
-//! micro-tile hints the task's next B block into L2 ([`NextBlock`]): skinny problems use each
+//! stay in L2. KC = 64 and 128 measured no better. While a block computes, its micro-tiles
+//! hint the task's next B block into L2 ([`NextBlock`]), each a share: skinny problems use each
 //! block for only a few tiles, so without it they wait on B from DRAM (MiniLM at 16 tokens,
 //! 1 thread, Zen 5: 3.6–3.8 → 2.9–3.0 ms).
 
@@ -63,12 +63,12 @@ pub(super) enum PanelsRef<'a> {
 impl PanelsRef<'_> {
     /// K rows `kb..kb + kc` of held panel `held` (of `k` k rows), for prefetching.
     fn block(&self, k: usize, held: usize, kb: usize, kc: usize) -> NextBlock {
-        let (start, bytes_per_k) = match self {
+        let (start, bytes_per_k): (*const u8, usize) = match self {
             PanelsRef::F32(b) => (b.as_ptr().wrapping_add(held * k * NR + kb * NR).cast(), NR * 4),
             PanelsRef::F16(b) => (b.as_ptr().wrapping_add(held * k * NR + kb * NR).cast(), NR * 2),
             PanelsRef::BF16(b) => (b.as_ptr().wrapping_add(held * k.div_ceil(2) * 2 * NR + kb * NR).cast(), NR * 2),
         };
-        NextBlock { start, bytes_per_k, bytes: kc * bytes_per_k }
+        NextBlock { start, bytes: kc * bytes_per_k }
     }
 }
 
@@ -221,10 +221,11 @@ impl Block {
 #[inline(always)]
 fn panel_tiles<S: Simd, P: Panel>(simd: S, p: &Problem, b: P, scratch: &mut [f32], block: &Block) {
     let Block { ldc, kb, kc, .. } = *block;
-    for (i, r) in block.a_panels(p) {
+    let parts = block.rows.len().div_ceil(p.mr);
+    for (t, (i, r)) in block.a_panels(p).enumerate() {
         let a = &p.a[i * p.k + kb * r..][..kc * r];
         let c = &mut scratch[(i - block.rows.start) * ldc + block.col..];
-        let next = block.next.filter(|_| i == block.rows.start);
+        let next = block.next.map(|next| next.part(t, parts));
         tile_rows(simd, r, kc, a, b, c, ldc, kb > 0, next);
     }
 }

@@ -138,27 +138,33 @@ impl Panel for Pairs<'_> {
     }
 }
 
-/// The B block a task computes next, hinted into L2 a k pair at a time by the first micro-tile
-/// of the current block: issued together, a block's hints would fill the miss buffers and
-/// stall the FMAs behind them, and the hardware prefetchers alone fall behind when B comes
-/// from DRAM (skinny problems reuse each block for only a few tiles).
+/// A part of the B block a task computes next, hinted into L2 by one micro-tile of the
+/// current block, spread evenly over its k pairs. Issued together, a block's hints would fill
+/// the miss buffers and stall the FMAs behind them; without them the hardware prefetchers fall
+/// behind when B comes from DRAM (skinny problems use each block for only a few tiles).
 #[derive(Clone, Copy)]
 pub(super) struct NextBlock {
-    /// The block's first byte.
+    /// The part's first byte.
     pub start: *const u8,
-    /// Bytes per k row of the block (a k pair is twice this).
-    pub bytes_per_k: usize,
-    /// The block's length in bytes (no hint goes past it).
+    /// The part's length in bytes.
     pub bytes: usize,
 }
 
 impl NextBlock {
+    /// Part `t` of `parts` equal parts (to the cache line) of this one.
+    pub(super) fn part(self, t: usize, parts: usize) -> NextBlock {
+        let lines = self.bytes.div_ceil(64);
+        let (from, to) = (lines * t / parts * 64, (lines * (t + 1) / parts * 64).min(self.bytes));
+        NextBlock { start: self.start.wrapping_add(from), bytes: to.saturating_sub(from) }
+    }
+
+    /// The hints for k pair `p` of `pairs`.
     #[inline(always)]
-    fn fetch_pair(self, p: usize) {
-        let from = 2 * p * self.bytes_per_k;
-        let to = (from + 2 * self.bytes_per_k).min(self.bytes);
-        if from < to {
-            crate::simd::prefetch::l2_range(self.start.wrapping_add(from), to - from);
+    fn fetch_pair(self, p: usize, pairs: usize) {
+        let lines = self.bytes.div_ceil(64);
+        let (from, to) = (lines * p / pairs, lines * (p + 1) / pairs);
+        for line in from..to {
+            crate::simd::prefetch::l2(self.start.wrapping_add(line * 64));
         }
     }
 }
@@ -181,7 +187,7 @@ fn tile<S: Simd, P: Panel, const MR: usize, const NV: usize>(
     let pairs = kc / 2;
     for (p, a_pair) in a[..pairs * 2 * MR].chunks_exact(2 * MR).enumerate() {
         if let Some(next) = next {
-            next.fetch_pair(p);
+            next.fetch_pair(p, pairs);
         }
         let (a_lo, a_hi) = a_pair.split_at(MR);
         b.fma_pair(simd, p, &mut acc, a_lo, a_hi);

@@ -220,6 +220,23 @@ fn add_into(x: &Buffer, r: &Buffer, h: &mut Buffer) -> Result<()> {
     Ok(())
 }
 
+/// Seconds of (bf16 activations × bf16 weights, f32 × f32) for one matmul, both with the
+/// weights prepacked (in bf16, and in f32), the same values in both.
+pub fn matmul_bf16(shape: &MatmulShape, budget: f64) -> Result<(f64, f64)> {
+    let MatmulShape { m, k, n, .. } = *shape;
+    let (a, b) = (random(DType::BF16, m * k, 1), random(DType::BF16, n * k, 2));
+    let (a32, b32) = (Buffer::F32(a.to_f32()), Buffer::F32(b.to_f32()));
+    let mut c = vec![0f32; m * n];
+    let params = MatmulParams::default();
+    let mut time = |a: &Buffer, b: &Buffer| -> Result<f64> {
+        let (a, packed) = (a.contiguous("a", &[m, k])?, PackedMatrix::pack(&b.contiguous("b", &[n, k])?)?);
+        median_seconds(budget, || {
+            matmul::matmul_packed(&a, &packed, None, &mut ViewMut::contiguous("c", &mut c, &[m, n])?, &params)
+        })
+    };
+    Ok((time(&a, &b)?, time(&a32, &b32)?))
+}
+
 /// Seconds of (weights in `dtype`, baseline) for one MiniLM forward pass over synthetic token
 /// ids (`[CLS]` … `[SEP]`, no padding). The baseline is the model with f32 weights, or for f32
 /// itself, the same model with the kernels capped at AVX2.

@@ -6,6 +6,7 @@
 pub mod cases;
 #[allow(unsafe_code)]
 pub mod peer;
+#[allow(unsafe_code)]
 pub mod roofs;
 pub mod shapes;
 
@@ -19,6 +20,9 @@ pub enum Op {
     Attention,
     /// Matmul and GEMV.
     Matmul,
+    /// Matmul with bf16 activations and bf16 weights (the `vdpbf16ps` path where the CPU has
+    /// AVX512_BF16); bf16 only.
+    MatmulBf16,
     /// Residual + LayerNorm.
     Norm,
     /// A whole MiniLM encoder forward pass (needs the model folder).
@@ -27,13 +31,14 @@ pub enum Op {
 
 impl Op {
     /// Every op, in report order.
-    pub const ALL: [Op; 4] = [Op::Matmul, Op::Attention, Op::Norm, Op::Model];
+    pub const ALL: [Op; 5] = [Op::Matmul, Op::MatmulBf16, Op::Attention, Op::Norm, Op::Model];
 
     /// The op's name on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
             Op::Attention => "attention",
             Op::Matmul => "matmul",
+            Op::MatmulBf16 => "matmul_bf16",
             Op::Norm => "norm",
             Op::Model => "model",
         }
@@ -97,6 +102,8 @@ pub struct Machine {
     pub cpus: usize,
     /// f32 FMA GFLOP/s by thread count.
     pub fma_gflops: BTreeMap<usize, f64>,
+    /// `vdpbf16ps` GFLOP/s by thread count (empty without AVX512_BF16).
+    pub bf16_dot_gflops: BTreeMap<usize, f64>,
     /// Read GB/s by "bytes/threads".
     pub read_gbps: BTreeMap<String, f64>,
     /// Copy (read + write) GB/s by "bytes/threads".
@@ -106,6 +113,15 @@ pub struct Machine {
 impl Machine {
     fn fma(&mut self, threads: usize) -> f64 {
         *self.fma_gflops.entry(threads).or_insert_with(|| roofs::fma_gflops(threads))
+    }
+
+    fn bf16_dot(&mut self, threads: usize) -> Option<f64> {
+        if let Some(&g) = self.bf16_dot_gflops.get(&threads) {
+            return Some(g);
+        }
+        let g = roofs::bf16_dot_gflops(threads)?;
+        self.bf16_dot_gflops.insert(threads, g);
+        Some(g)
     }
 
     fn read(&mut self, bytes: usize, threads: usize) -> (f64, String) {
@@ -159,7 +175,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Report> 
     let mut steps: Vec<(Op, &'static str, DType, usize)> = Vec::new();
     for &op in &options.ops {
         let ids: Vec<&'static str> = match op {
-            Op::Matmul => shapes::MATMUL.iter().map(|s| s.id).collect(),
+            Op::Matmul | Op::MatmulBf16 => shapes::MATMUL.iter().map(|s| s.id).collect(),
             Op::Attention => shapes::ATTENTION.iter().map(|s| s.id).collect(),
             Op::Norm => shapes::NORM.iter().map(|s| s.id).collect(),
             Op::Model if options.model_dir.is_none() => {
@@ -169,7 +185,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<Report> 
             Op::Model => shapes::MODEL.iter().map(|s| s.id).collect(),
         };
         for id in ids.into_iter().filter(|id| wanted(id)) {
-            for &dtype in &options.dtypes {
+            // The bf16-activation op exists for one dtype only.
+            let dtypes = options.dtypes.iter().filter(|&&d| op != Op::MatmulBf16 || d == DType::BF16);
+            for &dtype in dtypes {
                 for &threads in &options.threads {
                     steps.push((op, id, dtype, threads));
                 }
@@ -208,6 +226,17 @@ fn measure(
             let work = if shape.m == 1 { Work::Bytes(weight_bytes as f64) } else { Work::Flops(shape.flops()) };
             (ours, base, baseline, work, roof)
         }
+        Op::MatmulBf16 => {
+            let shape = shapes::MATMUL.iter().find(|s| s.id == id).expect("id from the table");
+            let (ours, base) = cases::matmul_bf16(shape, budget)?;
+            let weight_bytes = shape.n * shape.k * dtype.size();
+            let (work, roof) = if shape.m == 1 {
+                (Work::Bytes(weight_bytes as f64), Roof::Read(weight_bytes))
+            } else {
+                (Work::Flops(shape.flops()), Roof::Bf16Dot)
+            };
+            (ours, base, "ours, f32 activations × f32 weights (prepacked)", work, roof)
+        }
         Op::Attention => {
             let shape = shapes::ATTENTION.iter().find(|s| s.id == id).expect("id from the table");
             let (ours, base) = cases::attention(shape, dtype, budget)?;
@@ -244,6 +273,13 @@ fn measure(
             let g = machine.fma(threads);
             (g, format!("FMA {g:.1} GFLOP/s"))
         }
+        Roof::Bf16Dot => match machine.bf16_dot(threads) {
+            Some(g) => (g, format!("bf16 dot {g:.1} GFLOP/s")),
+            None => {
+                let g = machine.fma(threads);
+                (g, format!("FMA {g:.1} GFLOP/s (no AVX512_BF16)"))
+            }
+        },
         Roof::Read(bytes) => machine.read(bytes, threads),
         Roof::Copy(bytes) => machine.copy(bytes, threads),
     };
@@ -270,6 +306,8 @@ enum Work {
 
 enum Roof {
     Fma,
+    /// The `vdpbf16ps` rate (the FMA roof where the CPU lacks AVX512_BF16).
+    Bf16Dot,
     Read(usize),
     Copy(usize),
 }
@@ -281,7 +319,7 @@ fn row(m: &Measurement) -> String {
         _ => String::new(),
     };
     format!(
-        "{:<9} {:<19} {:<5} {:>2}t {:>10.3} ms {rate} {:>5.1}% of {:<32} {:>5.2}x vs {}",
+        "{:<11} {:<19} {:<5} {:>2}t {:>10.3} ms {rate} {:>5.1}% of {:<32} {:>5.2}x vs {}",
         m.op,
         m.shape,
         m.dtype,
@@ -301,8 +339,11 @@ impl Report {
         for (threads, g) in &self.machine.fma_gflops {
             text += &format!("  f32 FMA roof, {threads} thread(s): {g:.1} GFLOP/s\n");
         }
+        for (threads, g) in &self.machine.bf16_dot_gflops {
+            text += &format!("  bf16 dot (vdpbf16ps) roof, {threads} thread(s): {g:.1} GFLOP/s\n");
+        }
         text += &format!(
-            "{:<9} {:<19} {:<5} {:>3} {:>13} {:>15} {:>6}    {:<32} {:>6}\n",
+            "{:<11} {:<19} {:<5} {:>3} {:>13} {:>15} {:>6}    {:<32} {:>6}\n",
             "op", "shape", "dtype", "thr", "median", "throughput", "roof%", "roof", "vs baseline"
         );
         for m in &self.results {

@@ -1,5 +1,6 @@
 //! This machine's roofs, measured in-process: f32 FMA throughput at the widest ISA level
-//! that runs, and read / copy bandwidth at a given working-set size.
+//! that runs, `vdpbf16ps` throughput where the CPU has AVX512_BF16, and read / copy bandwidth
+//! at a given working-set size.
 
 use flashkern_kernels::isa::{Isa, effective_isa};
 use flashkern_kernels::simd::vectorize;
@@ -53,6 +54,66 @@ pub fn fma_gflops(threads: usize) -> f64 {
         handles.into_iter().map(|h| h.join().unwrap_or(0.0)).collect()
     });
     rates.iter().sum::<f64>() / 1e9
+}
+
+/// Aggregate `vdpbf16ps` GFLOP/s (2 FLOPs per bf16 pair product) of `threads` threads, or
+/// `None` when the CPU (or the ISA cap) has no AVX512_BF16.
+pub fn bf16_dot_gflops(threads: usize) -> Option<f64> {
+    if effective_isa() < Isa::Avx512Bf16 {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let rates: Vec<f64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads).map(|_| scope.spawn(|| dot_bf16::rate_one_thread(0.3))).collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).collect()
+        });
+        Some(rates.iter().sum::<f64>() / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod dot_bf16 {
+    use super::CHAINS;
+    use core::arch::x86_64::*;
+    use std::time::Instant;
+
+    /// `iterations` rounds of `CHAINS` independent `vdpbf16ps` (16 lanes × 2 products each).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BF16.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn chains(iterations: usize) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); CHAINS];
+        let (a, b) = (_mm512_set1_epi32(0x3f80_3f80), _mm512_set1_epi32(0x0001_0001));
+        // SAFETY: a bit-pattern reinterpretation of 512-bit integer vectors as bf16 vectors.
+        let (a, b) =
+            unsafe { (core::mem::transmute::<__m512i, __m512bh>(a), core::mem::transmute::<__m512i, __m512bh>(b)) };
+        for _ in 0..iterations {
+            for x in &mut acc {
+                *x = _mm512_dpbf16_ps(*x, a, b);
+            }
+        }
+        let sum = acc.iter().fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// FLOP/s of one thread running the chains for about `seconds`.
+    pub(super) fn rate_one_thread(seconds: f64) -> f64 {
+        let probe = 1 << 16;
+        let start = Instant::now();
+        // SAFETY: the caller checked that the effective ISA (never above the detected one)
+        // includes AVX512_BF16.
+        std::hint::black_box(unsafe { chains(probe) });
+        let per_iteration = start.elapsed().as_secs_f64() / probe as f64;
+        let iterations = ((seconds / per_iteration.max(1e-12)) as usize).max(probe);
+        let start = Instant::now();
+        // SAFETY: as above.
+        std::hint::black_box(unsafe { chains(iterations) });
+        (iterations * CHAINS * 16 * 4) as f64 / start.elapsed().as_secs_f64()
+    }
 }
 
 /// GB/s of `threads` threads each streaming reads over its own `bytes / threads` buffer.

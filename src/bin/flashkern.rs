@@ -40,7 +40,7 @@ enum Command {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Which ops: attention, matmul, norm, model or all (comma-separated).
+    /// Which ops: attention, matmul, matmul_bf16, norm, model or all (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     op: Vec<String>,
     /// Only this SHAPES.md shape id (e.g. sq1024, long2k, ln_big, minilm_b1x128).
@@ -175,12 +175,9 @@ fn bench(args: BenchArgs, threads: Vec<usize>) -> CliResult<()> {
     for name in &args.op {
         match name.as_str() {
             "all" => ops.extend(Op::ALL),
-            other => ops.push(
-                Op::ALL
-                    .into_iter()
-                    .find(|op| op.name() == other)
-                    .ok_or_else(|| format!("unknown --op {other:?}; expected attention, matmul, norm, model or all"))?,
-            ),
+            other => ops.push(Op::ALL.into_iter().find(|op| op.name() == other).ok_or_else(|| {
+                format!("unknown --op {other:?}; expected attention, matmul, matmul_bf16, norm, model or all")
+            })?),
         }
     }
     ops.dedup();

@@ -158,12 +158,29 @@ impl NextBlock {
         NextBlock { start: self.start.wrapping_add(from), bytes: to.saturating_sub(from) }
     }
 
-    /// The hints for k pair `p` of `pairs`.
+    /// The hints for a tile of `pairs` k pairs: the same number of lines per pair (one
+    /// division per tile, none per pair).
     #[inline(always)]
-    fn fetch_pair(self, p: usize, pairs: usize) {
+    fn spread(self, pairs: usize) -> Spread {
         let lines = self.bytes.div_ceil(64);
-        let (from, to) = (lines * p / pairs, lines * (p + 1) / pairs);
-        for line in from..to {
+        Spread { start: self.start, lines, per_pair: lines.div_ceil(pairs.max(1)) }
+    }
+}
+
+/// A [`NextBlock`] part's lines, `per_pair` of them hinted at each k pair.
+#[derive(Clone, Copy)]
+struct Spread {
+    start: *const u8,
+    lines: usize,
+    per_pair: usize,
+}
+
+impl Spread {
+    /// The hints for k pair `p`.
+    #[inline(always)]
+    fn fetch_pair(self, p: usize) {
+        let from = p * self.per_pair;
+        for line in from..(from + self.per_pair).min(self.lines) {
             crate::simd::prefetch::l2(self.start.wrapping_add(line * 64));
         }
     }
@@ -185,9 +202,10 @@ fn tile<S: Simd, P: Panel, const MR: usize, const NV: usize>(
     assert!(NV * S::F32_LANES == NR && a.len() >= kc * MR && c.len() >= (MR - 1) * ldc + NR);
     let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
     let pairs = kc / 2;
+    let next = next.map(|next| next.spread(pairs));
     for (p, a_pair) in a[..pairs * 2 * MR].chunks_exact(2 * MR).enumerate() {
         if let Some(next) = next {
-            next.fetch_pair(p, pairs);
+            next.fetch_pair(p);
         }
         let (a_lo, a_hi) = a_pair.split_at(MR);
         b.fma_pair(simd, p, &mut acc, a_lo, a_hi);

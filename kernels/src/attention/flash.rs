@@ -415,7 +415,8 @@ impl WithSimd for ItemOp<'_, '_> {
         let vmax = if lanes >= 16 { 4 } else { 2 };
 
         // Qᵀ, pre-scaled; padding rows are zero. f32 rows a fixed stride apart are transposed
-        // in place; others are widened into the staging buffer first. Buffers that are
+        // in place; others are widened into the staging buffer first (in one call when they are
+        // back to back: one per row measured 9 % of minilm128 bf16). Buffers that are
         // overwritten whole keep their stale contents rather than being zero-filled first (the
         // fills measured ~3 % of short-sequence prefill).
         s.qt.resize(d * m_pad, 0.0);
@@ -423,6 +424,12 @@ impl WithSimd for ItemOp<'_, '_> {
         match (p.q.data(), p.q_row_stride()) {
             (Data::F32(q), Some(ld)) if d > 0 => {
                 transpose(p.isa, &q[first_row..], ld, (rows, d), &mut s.qt, m_pad);
+            }
+            (_, Some(ld)) if ld == d && d > 0 => {
+                // 16-bit rows back to back: widened in one call, not one per row.
+                s.staging.resize(rows * d, 0.0);
+                p.q.data().widen(first_row, &mut s.staging[..rows * d], p.isa);
+                transpose(p.isa, &s.staging, d, (rows, d), &mut s.qt, m_pad);
             }
             _ => {
                 s.staging.resize(rows * d, 0.0);

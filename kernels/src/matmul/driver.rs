@@ -27,7 +27,7 @@ use std::cell::Cell;
 
 /// The K block.
 const KC: usize = 96;
-/// The most rows per task (MT = 120 measured ≈ 8 % faster than 60 on sq2048: each B block
+/// About the most rows per task (MT = 120 measured ≈ 8 % faster than 60 on sq2048: each B block
 /// fetched into L2 serves twice the rows).
 const MT: usize = 120;
 /// Below this many FLOPs the call runs on the calling thread.
@@ -73,10 +73,21 @@ impl PanelsRef<'_> {
 }
 
 struct Grid {
-    mt: usize,
+    /// Rows of A panels (row tiles start on multiples of it).
+    mr: usize,
+    m: usize,
     ntp: usize,
     row_tiles: usize,
     col_tiles: usize,
+}
+
+impl Grid {
+    /// The first row of row tile `ti` (`m` for `ti == row_tiles`): `ti·m / row_tiles` rounded
+    /// to the nearest multiple of `mr`.
+    fn row_start(&self, ti: usize) -> usize {
+        let unit = self.row_tiles * self.mr;
+        if ti >= self.row_tiles { self.m } else { (ti * self.m + unit / 2) / unit * self.mr }
+    }
 }
 
 impl Problem<'_> {
@@ -87,13 +98,14 @@ impl Problem<'_> {
         // 126 -> 148 GFLOP/s against two panels); alone, two per task cost ~2 % less overhead.
         if self.m <= 16 {
             let ntp = if rayon::current_num_threads() > 1 { 1 } else { 2 };
-            return Grid { mt: self.m.max(1), ntp, row_tiles: 1, col_tiles: panels.div_ceil(ntp) };
+            return Grid { mr: self.mr, m: self.m, ntp, row_tiles: 1, col_tiles: panels.div_ceil(ntp) };
         }
-        // Balanced tiles of at most MT rows (a multiple of MR) and at most 8 B panels.
+        // Row tiles of about MT rows, as equal as whole A panels allow (a tile of 80 rows
+        // after four of 108 left one of two threads idle for a twelfth of gpt2_up), and at
+        // most 8 B panels.
         let row_tiles = self.m.div_ceil(MT);
-        let mt = self.m.div_ceil(row_tiles).div_ceil(self.mr) * self.mr;
         let ntp = panels.div_ceil(panels.div_ceil(8));
-        Grid { mt, ntp, row_tiles: self.m.div_ceil(mt), col_tiles: panels.div_ceil(ntp) }
+        Grid { mr: self.mr, m: self.m, ntp, row_tiles, col_tiles: panels.div_ceil(ntp) }
     }
 
     /// Runs every task, writing C through `out`.
@@ -150,7 +162,7 @@ impl WithSimd for Task<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let Task { problem: p, grid, t, out } = self;
         let (ti, tj) = (t / grid.col_tiles, t % grid.col_tiles);
-        let (i0, i1) = (ti * grid.mt, ((ti + 1) * grid.mt).min(p.m));
+        let (i0, i1) = (grid.row_start(ti), grid.row_start(ti + 1));
         let panels = p.n.div_ceil(NR);
         let (jp0, jp1) = (tj * grid.ntp, ((tj + 1) * grid.ntp).min(panels));
         let (j0, j1) = (jp0 * NR, (jp1 * NR).min(p.n));
@@ -211,8 +223,7 @@ struct Block {
 impl Block {
     /// Each A panel of the block's rows: its first row and row count.
     fn a_panels(&self, p: &Problem) -> impl Iterator<Item = (usize, usize)> {
-        // A panels start at multiples of mr (rows.start is one: mt is a multiple of mr or there
-        // is a single row tile).
+        // A panels start at multiples of mr (rows.start is one: see `Grid::row_start`).
         self.rows.clone().step_by(p.mr).map(|i| (i, p.mr.min(p.m - i)))
     }
 }

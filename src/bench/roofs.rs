@@ -32,28 +32,38 @@ impl WithSimd for FmaLoop {
     }
 }
 
-/// FLOP/s of one thread running independent FMA chains at `isa` for about `seconds`.
-fn fma_rate_one_thread(isa: Isa, seconds: f64) -> f64 {
+/// FLOP/s of `run(iterations)` (which returns its FLOPs per iteration), timed for about
+/// `seconds` after a short probe sizes the iteration count.
+fn timed_rate(seconds: f64, mut run: impl FnMut(usize) -> usize) -> f64 {
     let probe = 1 << 16;
     let start = Instant::now();
-    let (_, lanes) = vectorize(isa, FmaLoop { iterations: probe });
+    run(probe);
     let per_iteration = start.elapsed().as_secs_f64() / probe as f64;
     let iterations = ((seconds / per_iteration.max(1e-12)) as usize).max(probe);
     let start = Instant::now();
-    let (sink, _) = vectorize(isa, FmaLoop { iterations });
-    let elapsed = start.elapsed().as_secs_f64();
-    std::hint::black_box(sink);
-    (iterations * CHAINS * lanes * 2) as f64 / elapsed
+    let flops = run(iterations);
+    (iterations * flops) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The sum of `rate()` over `threads` threads running it concurrently, in GFLOP/s.
+fn gflops_on_threads(threads: usize, rate: impl Fn() -> f64 + Sync) -> f64 {
+    let rates: Vec<f64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(&rate)).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).collect()
+    });
+    rates.iter().sum::<f64>() / 1e9
 }
 
 /// Aggregate f32 FMA GFLOP/s of `threads` threads, each running the chains concurrently.
 pub fn fma_gflops(threads: usize) -> f64 {
     let isa = effective_isa();
-    let rates: Vec<f64> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(move || fma_rate_one_thread(isa, 0.3))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).collect()
-    });
-    rates.iter().sum::<f64>() / 1e9
+    gflops_on_threads(threads, || {
+        timed_rate(0.3, |iterations| {
+            let (sink, lanes) = vectorize(isa, FmaLoop { iterations });
+            std::hint::black_box(sink);
+            CHAINS * lanes * 2
+        })
+    })
 }
 
 /// Aggregate `vdpbf16ps` GFLOP/s (2 FLOPs per bf16 pair product) of `threads` threads, or
@@ -64,11 +74,8 @@ pub fn bf16_dot_gflops(threads: usize) -> Option<f64> {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let rates: Vec<f64> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads).map(|_| scope.spawn(|| dot_bf16::rate_one_thread(0.3))).collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).collect()
-        });
-        Some(rates.iter().sum::<f64>() / 1e9)
+        // SAFETY: the effective ISA (never above the detected one) includes AVX512_BF16.
+        Some(gflops_on_threads(threads, || timed_rate(0.3, |iterations| unsafe { dot_bf16::run(iterations) })))
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
@@ -78,7 +85,6 @@ pub fn bf16_dot_gflops(threads: usize) -> Option<f64> {
 mod dot_bf16 {
     use super::CHAINS;
     use core::arch::x86_64::*;
-    use std::time::Instant;
 
     /// `iterations` rounds of `CHAINS` independent `vdpbf16ps` (16 lanes × 2 products each).
     ///
@@ -100,19 +106,14 @@ mod dot_bf16 {
         _mm512_reduce_add_ps(sum)
     }
 
-    /// FLOP/s of one thread running the chains for about `seconds`.
-    pub(super) fn rate_one_thread(seconds: f64) -> f64 {
-        let probe = 1 << 16;
-        let start = Instant::now();
-        // SAFETY: the caller checked that the effective ISA (never above the detected one)
-        // includes AVX512_BF16.
-        std::hint::black_box(unsafe { chains(probe) });
-        let per_iteration = start.elapsed().as_secs_f64() / probe as f64;
-        let iterations = ((seconds / per_iteration.max(1e-12)) as usize).max(probe);
-        let start = Instant::now();
-        // SAFETY: as above.
+    /// Runs the chains for `iterations` rounds, returning the FLOPs per round.
+    ///
+    /// # Safety
+    /// As for [`chains`].
+    pub(super) unsafe fn run(iterations: usize) -> usize {
+        // SAFETY: the caller guarantees the features.
         std::hint::black_box(unsafe { chains(iterations) });
-        (iterations * CHAINS * 16 * 4) as f64 / start.elapsed().as_secs_f64()
+        CHAINS * 16 * 4
     }
 }
 

@@ -13,7 +13,7 @@
 //! stay in L2. KC = 64 and 128 measured no better. While a block computes, its micro-tiles
 //! hint the task's next B block into L2 ([`NextBlock`]), each a share: skinny problems use each
 //! block for only a few tiles, so without it they wait on B from DRAM (MiniLM at 16 tokens,
-//! 1 thread, Zen 5: 3.6–3.8 → 2.9–3.0 ms).
+//! 1 thread, Zen 5: 3.5–3.8 → 2.0 ms).
 
 use super::MatmulParams;
 use super::activation::activate;
@@ -61,14 +61,27 @@ pub(super) enum PanelsRef<'a> {
 }
 
 impl PanelsRef<'_> {
-    /// K rows `kb..kb + kc` of held panel `held` (of `k` k rows), for prefetching.
+    /// The elements holding k rows `kb..kb + kc` of held panel `held` (of `k` k rows): `kc`
+    /// rows of `NR`, or for bf16 pairs the pairs that hold them (`kb` is even).
+    fn block_range(&self, k: usize, held: usize, kb: usize, kc: usize) -> std::ops::Range<usize> {
+        match self {
+            PanelsRef::F32(_) | PanelsRef::F16(_) => held * k * NR + kb * NR..held * k * NR + (kb + kc) * NR,
+            PanelsRef::BF16(_) => {
+                let panel = held * k.div_ceil(2) * 2 * NR;
+                panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR
+            }
+        }
+    }
+
+    /// [`PanelsRef::block_range`]'s bytes, for prefetching.
     fn block(&self, k: usize, held: usize, kb: usize, kc: usize) -> NextBlock {
-        let (start, bytes_per_k): (*const u8, usize) = match self {
-            PanelsRef::F32(b) => (b.as_ptr().wrapping_add(held * k * NR + kb * NR).cast(), NR * 4),
-            PanelsRef::F16(b) => (b.as_ptr().wrapping_add(held * k * NR + kb * NR).cast(), NR * 2),
-            PanelsRef::BF16(b) => (b.as_ptr().wrapping_add(held * k.div_ceil(2) * 2 * NR + kb * NR).cast(), NR * 2),
+        let range = self.block_range(k, held, kb, kc);
+        let (base, size): (*const u8, usize) = match self {
+            PanelsRef::F32(b) => (b.as_ptr().cast(), 4),
+            PanelsRef::F16(b) => (b.as_ptr().cast(), 2),
+            PanelsRef::BF16(b) => (b.as_ptr().cast(), 2),
         };
-        NextBlock { start, bytes: kc * bytes_per_k }
+        NextBlock { start: base.wrapping_add(range.start * size), bytes: range.len() * size }
     }
 }
 
@@ -185,14 +198,12 @@ impl WithSimd for Task<'_> {
                     let (next_kb, next_jp) = if jp + 1 < jp1 { (kb, jp + 1) } else { (kb + KC, jp0) };
                     let next =
                         (next_kb < p.k).then(|| p.b.block(p.k, next_jp - p.panel0, next_kb, KC.min(p.k - next_kb)));
-                    let held = jp - p.panel0;
-                    let range = held * p.k * NR + kb * NR..held * p.k * NR + (kb + kc) * NR;
+                    let range = p.b.block_range(p.k, jp - p.panel0, kb, kc);
                     let block = Block { rows: i0..i1, col: (jp - jp0) * NR, ldc, kb, kc, next };
                     match p.b {
                         PanelsRef::F32(b) => panel_tiles(simd, p, Rows(&b[range]), scratch, &block),
                         PanelsRef::BF16(b) => {
-                            let panel = held * p.k.div_ceil(2) * 2 * NR;
-                            let pairs = &b[panel + kb * NR..panel + (kb + kc).div_ceil(2) * 2 * NR];
+                            let pairs = &b[range];
                             match p.a_pairs {
                                 Some(a_pairs) => dot_bf16_panel(p, a_pairs, pairs, scratch, &block),
                                 None => panel_tiles(simd, p, Pairs(pairs), scratch, &block),

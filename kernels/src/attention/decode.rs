@@ -98,8 +98,10 @@ impl WithSimd for DecodeOp<'_, '_> {
             // The next tile's K rows a few at a time while the scores run, its V rows one at a
             // time while O accumulates: a whole tile's hints issued at once would fill the miss
             // buffers and stall the computation behind them.
-            let next_k = |j: usize| prefetcher.fetch_step(Hint::K, j0 + DK, j, 4, prefetch_end);
-            let next_v = |j: usize| prefetcher.fetch_step(Hint::V, j0 + DK, j, 1, prefetch_end);
+            let (next_k, next_v) =
+                (prefetcher.tile(Hint::K, j0 + DK, prefetch_end), prefetcher.tile(Hint::V, j0 + DK, prefetch_end));
+            let next_k = |j: usize| next_k.fetch(j, 4);
+            let next_v = |j: usize| next_v.fetch(j, 1);
             match k_rows {
                 KvRows::F32(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, next_k),
                 KvRows::BF16(k) => scores(simd, &s.qt, rows, d_pad, k, nk, &mut s.s, next_k),
@@ -286,11 +288,16 @@ fn accumulate<S: Simd, E: LoadF32>(
 ) {
     let nvec = dv_pad / S::F32_LANES;
     let o = S::as_mut_simd_f32s(o).0;
+    macro_rules! call {
+        ($r:literal, $c:literal, $hint:literal, $m0:expr, $c0:expr) => {
+            accumulate_block::<S, E, $r, $c, $hint>(simd, pt, $m0, $c0, v, nk, dv_pad, nvec, alpha, o, &prefetch_key)
+        };
+    }
+    // Only the first block hints (once per key); the others are compiled without the call.
     macro_rules! block {
-        ($r:literal, $c:literal, $m0:expr, $c0:expr) => {{
-            let hint = ($m0 == 0 && $c0 == 0).then_some(&prefetch_key);
-            accumulate_block::<S, E, $r, $c>(simd, pt, $m0, $c0, v, nk, dv_pad, nvec, alpha, o, hint)
-        }};
+        ($r:literal, $c:literal, $m0:expr, $c0:expr) => {
+            if $m0 == 0 && $c0 == 0 { call!($r, $c, true, $m0, $c0) } else { call!($r, $c, false, $m0, $c0) }
+        };
     }
     let mut m0 = 0;
     while m0 < rows {
@@ -324,7 +331,7 @@ fn accumulate<S: Simd, E: LoadF32>(
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize>(
+fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize, const HINT: bool>(
     simd: S,
     pt: &[f32],
     m0: usize,
@@ -335,7 +342,7 @@ fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize>(
     nvec: usize,
     alpha: &[f32; DECODE_ROWS],
     o: &mut [S::f32s],
-    prefetch_key: Option<&impl Fn(usize)>,
+    prefetch_key: &impl Fn(usize),
 ) {
     let mut acc = [[simd.splat_f32s(0.0); C]; R];
     for i in 0..R {
@@ -344,16 +351,20 @@ fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize>(
             acc[i][u] = simd.mul_f32s(o[(m0 + i) * nvec + c0 + u], a);
         }
     }
+    let lanes = S::F32_LANES;
+    // Each row's probabilities and each V row's C vectors sliced once, so that the loop over
+    // keys carries no bounds checks beyond the V row's.
+    let probabilities: [&[f32]; R] = std::array::from_fn(|i| &pt[(m0 + i) * DK..][..nk]);
     for j in 0..nk {
-        if let Some(prefetch_key) = prefetch_key {
+        if HINT {
             prefetch_key(j);
         }
-        let vrow = v.row(j, dv_pad);
-        let vv: [S::f32s; C] = std::array::from_fn(|u| E::load_f32s(simd, vrow, c0 + u));
-        for i in 0..R {
-            let pb = simd.splat_f32s(pt[(m0 + i) * DK + j]);
-            for u in 0..C {
-                acc[i][u] = simd.mul_add_e_f32s(pb, vv[u], acc[i][u]);
+        let columns = &v.row(j, dv_pad)[c0 * lanes..(c0 + C) * lanes];
+        let vv: [S::f32s; C] = std::array::from_fn(|u| E::load_f32s(simd, columns, u));
+        for (acc, p) in acc.iter_mut().zip(&probabilities) {
+            let pb = simd.splat_f32s(p[j]);
+            for (acc, v) in acc.iter_mut().zip(vv) {
+                *acc = simd.mul_add_e_f32s(pb, v, *acc);
             }
         }
     }

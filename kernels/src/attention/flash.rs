@@ -486,9 +486,10 @@ impl WithSimd for ItemOp<'_, '_> {
             // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
             // stream the cache once, from memory, and hint the next tile a step at a time.
             let split = p.chunk != usize::MAX;
+            let next = prefetcher.tile(Hint::KV, j1, end);
             let prefetch_step = |j: usize| {
                 if split {
-                    prefetcher.fetch_step(Hint::KV, j1, j, AB, end);
+                    next.fetch(j, AB);
                 }
             };
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);

@@ -61,20 +61,43 @@ impl KeyPrefetcher {
         KeyPrefetcher { rows: [rows(&p.k, p.dims.d), rows(&p.v, p.dims.d_v)] }
     }
 
-    /// Spreads the hints for the tile starting at key `next` over the steps of the current
-    /// tile: called before the step of `step` keys at offset `j` of the current tile, it hints
-    /// rows `next + j .. next + j + step` (below `end`) of `which` views.
+    /// The hints for the tile of keys `next..` (below `end`) of `which` views, to be spread over
+    /// the steps of the current tile with [`TileHints::fetch`]. The clipping to `end` and the
+    /// tile's first row are worked out here once, so that each step is one compare and its
+    /// lines.
     #[inline(always)]
-    pub(super) fn fetch_step(&self, which: Hint, next: usize, j: usize, step: usize, end: usize) {
-        let first = next + j;
+    pub(super) fn tile(&self, which: Hint, next: usize, end: usize) -> TileHints {
         let views = match which {
-            Hint::K => &self.rows[..1],
-            Hint::V => &self.rows[1..],
-            Hint::KV => &self.rows[..],
+            Hint::K => [self.rows[0], None],
+            Hint::V => [self.rows[1], None],
+            Hint::KV => self.rows,
         };
-        for rows in views.iter().flatten() {
-            for j in first..(first + step).min(end).min(rows.keys) {
-                crate::simd::prefetch::l2_range(rows.base.wrapping_add(j * rows.stride), rows.bytes);
+        TileHints {
+            rows: views.map(|rows| {
+                rows.map(|rows| Rows {
+                    base: rows.base.wrapping_add(next.saturating_mul(rows.stride)),
+                    keys: end.min(rows.keys).saturating_sub(next),
+                    ..rows
+                })
+            }),
+        }
+    }
+}
+
+/// The rows of one tile to hint: [`Rows`] whose `base` is the tile's first row and whose `keys`
+/// counts the tile's rows that exist.
+#[derive(Clone, Copy)]
+pub(super) struct TileHints {
+    rows: [Option<Rows>; 2],
+}
+
+impl TileHints {
+    /// Hints the tile's rows `j..j + step` (those that exist) into L2.
+    #[inline(always)]
+    pub(super) fn fetch(&self, j: usize, step: usize) {
+        for rows in self.rows.iter().flatten() {
+            for t in j..(j + step).min(rows.keys) {
+                crate::simd::prefetch::l2_range(rows.base.wrapping_add(t * rows.stride), rows.bytes);
             }
         }
     }

@@ -25,9 +25,9 @@ pub(super) const DECODE_ROWS: usize = 8;
 /// Keys per block (a multiple of 16 so it is whole vectors at every level, and of 4). 128
 /// rather than 64 halves the per-block work (softmax reductions, O rescale, hint set-up); the
 /// block's K and V rows are each streamed once, so only Q, O and the scores (≤ 4 KiB) need stay
-/// in L1. Zen 4,
-/// f32, 1 thread, min of 200 calls over 3 alternating runs: 32 query heads over 8 KV heads ×
-/// 4096 keys × 128 1.56–1.66 → 1.39–1.56 ms; in L2 (1 KV head × 1024 keys) 35–36 → 37–38 GB/s.
+/// in L1. Zen 4, f32, 1 thread, min of 200 calls over 3 alternating runs: 32 query heads over
+/// 8 KV heads × 4096 keys × 128, 1.56–1.66 → 1.39–1.56 ms; in L2 (1 KV head × 1024 keys),
+/// 35–36 → 37–38 GB/s.
 const DK: usize = 128;
 
 pub(super) struct DecodeOp<'p, 's> {

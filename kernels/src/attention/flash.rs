@@ -485,10 +485,9 @@ impl WithSimd for ItemOp<'_, '_> {
             let nk_pad = nk.div_ceil(AB) * AB;
             // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
             // stream the cache once, from memory, and hint the next tile a step at a time.
-            let split = p.chunk != usize::MAX;
-            let next = prefetcher.tile(Hint::KV, j1, end);
+            let next = (p.chunk != usize::MAX).then(|| prefetcher.tile(Hint::KV, j1, end));
             let prefetch_step = |j: usize| {
-                if split {
+                if let Some(next) = &next {
                     next.fetch(j, AB);
                 }
             };

@@ -119,6 +119,7 @@ pub fn set_max_isa(cap: Option<Isa>) {
 thread_local! {
     static THREAD_CAP: Cell<Isa> = const { Cell::new(Isa::Avx512Bf16) };
     static LAST_DISPATCH: Cell<Option<Isa>> = const { Cell::new(None) };
+    static THREAD_BF16_DOT: Cell<Option<bool>> = const { Cell::new(None) };
 }
 
 /// Runs `f` with the level capped at `cap` for kernel calls made *from this thread* (the
@@ -132,6 +133,76 @@ pub fn with_max_isa<R>(cap: Isa, f: impl FnOnce() -> R) -> R {
     }
     let _restore = Restore(THREAD_CAP.with(|c| c.replace(cap)));
     f()
+}
+
+/// Whether bf16 × bf16 matmuls use the `vdpbf16ps` kernel where the level allows it (otherwise
+/// they widen to f32 and use the FMA kernel; the two sum in different orders).
+///
+/// The default follows the CPU, because the instruction's speed does: AMD Zen 4/5 run it at twice
+/// the f32 FMA rate, Intel Sapphire/Emerald Rapids at half (measured: widening is 1.25–1.6× faster
+/// there). So it is on for AMD and off elsewhere. `FLASHKERN_BF16_DOT=on|off`, [`set_bf16_dot`]
+/// or, for one thread, [`with_bf16_dot`] override it.
+pub fn bf16_dot_enabled() -> bool {
+    if let Some(on) = THREAD_BF16_DOT.with(Cell::get) {
+        return on;
+    }
+    match GLOBAL_BF16_DOT.load(Ordering::Relaxed) {
+        0 => false,
+        1 => true,
+        _ => {
+            let on = env_bf16_dot().ok().flatten().unwrap_or_else(vdpbf16ps_is_fast);
+            // Another thread may have called set_bf16_dot meanwhile; its value wins.
+            let _ = GLOBAL_BF16_DOT.compare_exchange(UNSET, on as u8, Ordering::Relaxed, Ordering::Relaxed);
+            GLOBAL_BF16_DOT.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+static GLOBAL_BF16_DOT: AtomicU8 = AtomicU8::new(UNSET);
+
+/// Reads and parses `FLASHKERN_BF16_DOT` (`on`/`off`, also `1`/`0`): `Ok(None)` when unset.
+pub fn env_bf16_dot() -> Result<Option<bool>> {
+    let bad = |why| Error::invalid("FLASHKERN_BF16_DOT", why);
+    match std::env::var("FLASHKERN_BF16_DOT") {
+        Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "on" | "1" => Ok(Some(true)),
+            "off" | "0" => Ok(Some(false)),
+            _ => Err(bad("expected on or off")),
+        },
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(bad("the value is not valid UTF-8")),
+    }
+}
+
+/// Sets whether later bf16 × bf16 matmuls in this process use `vdpbf16ps` (overrides
+/// `FLASHKERN_BF16_DOT`); `None` restores the per-CPU default.
+pub fn set_bf16_dot(on: Option<bool>) {
+    GLOBAL_BF16_DOT.store(on.map_or_else(|| vdpbf16ps_is_fast() as u8, u8::from), Ordering::Relaxed);
+}
+
+/// Runs `f` with the `vdpbf16ps` choice fixed for kernel calls made from this thread. Tests use
+/// it to cover both bf16 × bf16 paths on any CPU.
+pub fn with_bf16_dot<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREAD_BF16_DOT.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(THREAD_BF16_DOT.with(|c| c.replace(Some(on))));
+    f()
+}
+
+/// The per-CPU default of [`bf16_dot_enabled`]: AMD's cores run `vdpbf16ps` at full rate.
+fn vdpbf16ps_is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let vendor = std::arch::x86_64::__cpuid(0);
+        let name = [vendor.ebx, vendor.edx, vendor.ecx].map(u32::to_le_bytes);
+        name.concat() == *b"AuthenticAMD"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The level a kernel called now, from this thread, runs: the detected level under every cap.
@@ -158,6 +229,19 @@ pub fn take_last_dispatch() -> Option<Isa> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_dot_choice_is_scoped_to_the_thread_and_restored() {
+        let default = bf16_dot_enabled();
+        with_bf16_dot(!default, || {
+            assert_eq!(bf16_dot_enabled(), !default);
+            with_bf16_dot(default, || assert_eq!(bf16_dot_enabled(), default));
+            assert_eq!(bf16_dot_enabled(), !default);
+            let other = std::thread::spawn(bf16_dot_enabled).join().unwrap();
+            assert_eq!(other, default, "another thread keeps the process-wide choice");
+        });
+        assert_eq!(bf16_dot_enabled(), default);
+    }
 
     #[test]
     fn parse_accepts_every_name_and_rejects_others() {

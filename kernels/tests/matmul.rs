@@ -8,6 +8,7 @@
 //! the scale doubles: GELU's slope is ≤ 1.13 and libm's `erff`/`tanhf` add a few ulps.
 //! Inputs are exact in their dtypes, so they add nothing.
 
+use flashkern_kernels::isa;
 use flashkern_kernels::matmul::{Activation, MatmulParams, PackedMatrix, matmul, matmul_packed};
 use flashkern_kernels::testing::{Buffer as Buf, Rng, Tolerance, assert_close, on_every_isa};
 use flashkern_kernels::{DType, Isa, View, ViewMut, bf16, reference};
@@ -117,20 +118,31 @@ impl Case {
         scale
     }
 
-    /// bf16 A and B: at `avx512bf16` the `vdpbf16ps` kernel runs (another summation order
-    /// than with f32 panels, which `pack_as(F32)` forces).
-    fn dot_bf16(&self) -> bool {
-        self.dtypes[0] == DType::BF16
-            && self.dtypes[1] == DType::BF16
-            && flashkern_kernels::effective_isa() == Isa::Avx512Bf16
+    fn bf16_pair(&self) -> bool {
+        self.dtypes[0] == DType::BF16 && self.dtypes[1] == DType::BF16
     }
 
+    /// bf16 A and B: at `avx512bf16`, where enabled, the `vdpbf16ps` kernel runs (another
+    /// summation order than with f32 panels, which `pack_as(F32)` forces).
+    fn dot_bf16(&self) -> bool {
+        self.bf16_pair() && flashkern_kernels::effective_isa() == Isa::Avx512Bf16 && isa::bf16_dot_enabled()
+    }
+
+    /// bf16 × bf16 runs `vdpbf16ps` or the widening FMA kernel depending on the CPU: both are
+    /// checked, whichever this CPU defaults to.
     fn check(&self) {
+        let choices: &[bool] = if self.bf16_pair() { &[true, false] } else { &[false] };
+        for &dot in choices {
+            isa::with_bf16_dot(dot, || self.check_with(dot));
+        }
+    }
+
+    fn check_with(&self, dot: bool) {
         let data = self.data();
         let want = self.run(&data, false, reference_matmul).to_f32();
         let scale = self.scale(&data);
         let tol = Tolerance::accumulation(self.k, self.dtypes[2]);
-        let top = if self.dtypes[0] == DType::BF16 && self.dtypes[1] == DType::BF16 { Isa::Avx512Bf16 } else { TOP };
+        let top = if dot { Isa::Avx512Bf16 } else { TOP };
         // Each call records the level it ran: the unpacked one is asserted here, the packed
         // one (the last) by `on_every_isa`. Unpacked bf16 × bf16 takes `vdpbf16ps` only on
         // some paths (not the skinny one), so at that level AVX-512 is also right.

@@ -233,7 +233,9 @@ fn measure(
             let (work, roof) = if shape.m == 1 {
                 (Work::Bytes(weight_bytes as f64), Roof::Read(weight_bytes))
             } else {
-                (Work::Flops(shape.flops()), Roof::Bf16Dot)
+                // Where the CPU widens bf16 instead (isa::bf16_dot_enabled), the FMA is the roof.
+                let dot = flashkern_kernels::isa::bf16_dot_enabled();
+                (Work::Flops(shape.flops()), if dot { Roof::Bf16Dot } else { Roof::Fma })
             };
             (ours, base, "ours, f32 activations × f32 weights (prepacked)", work, roof)
         }

@@ -341,7 +341,8 @@ fn run_packed(
 }
 
 /// Whether the `vdpbf16ps` kernel runs: bf16 activations (never rounded to get here) on a CPU
-/// with AVX512_BF16 (2× the f32 FMA rate on Zen 4, 1.85× on Zen 5), with the level not capped below it.
+/// with AVX512_BF16, the level not capped below it, where that kernel is the faster one
+/// ([`crate::isa::bf16_dot_enabled`]).
 fn dot_bf16(isa: Isa, a: &View) -> bool {
-    isa.min(crate::isa::detected_isa()) >= Isa::Avx512Bf16 && a.dtype() == DType::BF16
+    isa.min(crate::isa::detected_isa()) >= Isa::Avx512Bf16 && a.dtype() == DType::BF16 && crate::isa::bf16_dot_enabled()
 }

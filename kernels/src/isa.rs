@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use std::cell::Cell;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread::LocalKey;
 
 /// An instruction-set level, ordered from least to most capable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,13 +126,19 @@ thread_local! {
 /// Runs `f` with the level capped at `cap` for kernel calls made *from this thread* (the
 /// global cap still applies). Tests use it to run each ISA in parallel test threads.
 pub fn with_max_isa<R>(cap: Isa, f: impl FnOnce() -> R) -> R {
-    struct Restore(Isa);
-    impl Drop for Restore {
+    with_thread_value(&THREAD_CAP, cap, f)
+}
+
+/// Runs `f` with the thread-local `key` set to `value`, restoring the old value afterwards, even
+/// when `f` panics (a test's failure must not leak its setting into the next test on the thread).
+fn with_thread_value<T: Copy + 'static, R>(key: &'static LocalKey<Cell<T>>, value: T, f: impl FnOnce() -> R) -> R {
+    struct Restore<T: Copy + 'static>(&'static LocalKey<Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            THREAD_CAP.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(THREAD_CAP.with(|c| c.replace(cap)));
+    let _restore = Restore(key, key.with(|c| c.replace(value)));
     f()
 }
 
@@ -183,14 +190,7 @@ pub fn set_bf16_dot(on: Option<bool>) {
 /// Runs `f` with the `vdpbf16ps` choice fixed for kernel calls made from this thread. Tests use
 /// it to cover both bf16 × bf16 paths on any CPU.
 pub fn with_bf16_dot<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<bool>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREAD_BF16_DOT.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(THREAD_BF16_DOT.with(|c| c.replace(Some(on))));
-    f()
+    with_thread_value(&THREAD_BF16_DOT, Some(on), f)
 }
 
 /// The per-CPU default of [`bf16_dot_enabled`]: AMD's cores run `vdpbf16ps` at full rate.

@@ -116,17 +116,26 @@ fn four_way_maxima_of_masked_and_nan_rows() {
     }
 }
 
-/// Stores every vector of `values` with `store_f32s` (the tail is left at zero).
+/// Stores every vector of `values` with `store_f32s`, or (`pairs`) two at a time with
+/// `store2_f32s` and any odd last one with `store_f32s` (the tail is left at zero).
 #[derive(Clone)]
-struct StoreAll<'a, E>(&'a [f32], std::marker::PhantomData<E>);
+struct StoreAll<'a, E> {
+    values: &'a [f32],
+    pairs: bool,
+    dtype: std::marker::PhantomData<E>,
+}
 
 impl<E: StoreF32> WithSimd for StoreAll<'_, E> {
     type Output = Vec<E>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Vec<E> {
-        let vectors = S::as_simd_f32s(self.0).0;
+        let vectors = S::as_simd_f32s(self.values).0;
         let mut out = vec![E::from_f32(0.0); vectors.len() * S::F32_LANES];
-        for (i, &v) in vectors.iter().enumerate() {
+        let singles_from = if self.pairs { vectors.len() / 2 * 2 } else { 0 };
+        for pair in 0..singles_from / 2 {
+            E::store2_f32s(simd, [vectors[2 * pair], vectors[2 * pair + 1]], &mut out, pair);
+        }
+        for (i, &v) in vectors.iter().enumerate().skip(singles_from) {
             E::store_f32s(simd, v, &mut out, i);
         }
         out
@@ -134,11 +143,13 @@ impl<E: StoreF32> WithSimd for StoreAll<'_, E> {
 }
 
 fn check_stores<E: StoreF32>(values: &[f32], bits: impl Fn(E) -> u16) {
-    for (isa, got) in backends(StoreAll::<E>(values, std::marker::PhantomData)) {
-        assert!(got.len() + 16 > values.len(), "{isa}: only {} of {} stored", got.len(), values.len());
-        for (i, (&g, &v)) in got.iter().zip(values).enumerate() {
-            let want = E::from_f32(v);
-            assert_eq!(bits(g), bits(want), "{isa}: element {i} ({v:e}, bits {:#x})", v.to_bits());
+    for pairs in [false, true] {
+        for (isa, got) in backends(StoreAll::<E> { values, pairs, dtype: std::marker::PhantomData }) {
+            assert!(got.len() + 16 > values.len(), "{isa}: only {} of {} stored", got.len(), values.len());
+            for (i, (&g, &v)) in got.iter().zip(values).enumerate() {
+                let want = E::from_f32(v);
+                assert_eq!(bits(g), bits(want), "{isa}, pairs {pairs}: element {i} ({v:e}, bits {:#x})", v.to_bits());
+            }
         }
     }
 }

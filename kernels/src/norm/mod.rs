@@ -658,7 +658,8 @@ fn stream_chunk<S: Simd, O: StreamF32>(simd: S, scaling: &Scaling, range: std::o
     }
 }
 
-/// Pass 3: `y = (h − mean)·inv·γ [+ β]`, rounded to `y`'s dtype in registers.
+/// Pass 3: `y = (h − mean)·inv·γ [+ β]`, rounded to `y`'s dtype in registers, two vectors
+/// at a time (bf16 rounds a pair in fewer instructions than two singles).
 #[inline(always)]
 fn scale_chunk<S: Simd, O: StoreF32>(
     simd: S,
@@ -673,19 +674,42 @@ fn scale_chunk<S: Simd, O: StoreF32>(
     let (hv, ht) = S::as_simd_f32s(h);
     let (gv, gt) = S::as_simd_f32s(gamma);
     let (mv, iv) = (simd.splat_f32s(mean), simd.splat_f32s(inv));
+    let pairs = hv.len() / 2;
+    // Macros, not closures: closures are not inlined into pulp's target-feature context.
+    macro_rules! normalised {
+        ($i:expr) => {
+            simd.mul_f32s(simd.sub_f32s(hv[$i], mv), iv)
+        };
+    }
     match beta {
         Some(beta) => {
             let (bv, bt) = S::as_simd_f32s(beta);
-            for (i, ((&h, &g), &b)) in hv.iter().zip(gv).zip(bv).enumerate() {
-                O::store_f32s(simd, simd.mul_add_e_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g, b), y, i);
+            macro_rules! value {
+                ($i:expr) => {
+                    simd.mul_add_e_f32s(normalised!($i), gv[$i], bv[$i])
+                };
+            }
+            for pair in 0..pairs {
+                O::store2_f32s(simd, [value!(2 * pair), value!(2 * pair + 1)], y, pair);
+            }
+            if hv.len() % 2 == 1 {
+                O::store_f32s(simd, value!(hv.len() - 1), y, hv.len() - 1);
             }
             for (y, ((&h, &g), &b)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt).zip(bt)) {
                 *y = O::from_f32(((h - mean) * inv).mul_add(g, b));
             }
         }
         None => {
-            for (i, (&h, &g)) in hv.iter().zip(gv).enumerate() {
-                O::store_f32s(simd, simd.mul_f32s(simd.mul_f32s(simd.sub_f32s(h, mv), iv), g), y, i);
+            macro_rules! value {
+                ($i:expr) => {
+                    simd.mul_f32s(normalised!($i), gv[$i])
+                };
+            }
+            for pair in 0..pairs {
+                O::store2_f32s(simd, [value!(2 * pair), value!(2 * pair + 1)], y, pair);
+            }
+            if hv.len() % 2 == 1 {
+                O::store_f32s(simd, value!(hv.len() - 1), y, hv.len() - 1);
             }
             for (y, (&h, &g)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt)) {
                 *y = O::from_f32((h - mean) * inv * g);

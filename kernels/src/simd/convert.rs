@@ -135,23 +135,58 @@ pub(super) mod x86 {
     use super::{bf16, f16};
     use std::arch::x86_64::*;
 
-    /// bf16 bits of f32 bits: nearest-even via `(x + 0x7fff + lsb) >> 16`; NaN → quiet NaN.
+    /// f32 bits rounded to bf16 in each dword's upper half: nearest-even (`x + 0x7fff + lsb`,
+    /// the `+ lsb` as a masked add where bit 16 is set), NaN → quiet (`x | 0x0040_0000`, whose
+    /// upper half is `(x >> 16) | 0x40`). Five instructions per 16 lanes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn round_to_bf16_high_512(x: __m512i) -> __m512i {
+        let odd = _mm512_test_epi32_mask(x, _mm512_set1_epi32(0x1_0000));
+        let rounded =
+            _mm512_mask_add_epi32(_mm512_add_epi32(x, _mm512_set1_epi32(0x7fff)), odd, x, _mm512_set1_epi32(0x8000));
+        let is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(_mm512_castsi512_ps(x), _mm512_castsi512_ps(x));
+        _mm512_mask_or_epi32(rounded, is_nan, x, _mm512_set1_epi32(0x0040_0000))
+    }
+
+    /// Word `j` is word `2j + 1` of the 64-word pair `(a, b)`: every dword's upper half, in order.
+    static UPPER_WORDS: [u16; 32] = {
+        let mut index = [0u16; 32];
+        let mut j = 0;
+        while j < 32 {
+            index[j] = 2 * j as u16 + 1;
+            j += 1;
+        }
+        index
+    };
+
+    /// 16 f32 (as bits) → 16 bf16: nearest-even, NaN → quiet NaN.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(in crate::simd) fn round_to_bf16_512(x: __m512i) -> __m256i {
-        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
-        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))));
-        let is_nan = _mm512_cmpgt_epu32_mask(
-            _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff)),
-            _mm512_set1_epi32(0x7f80_0000),
-        );
-        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
-        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, rounded, quiet))
+        // SAFETY: UPPER_WORDS is 64 readable bytes; unaligned load.
+        let index = unsafe { _mm512_loadu_si512(UPPER_WORDS.as_ptr().cast()) };
+        _mm512_castsi512_si256(_mm512_permutexvar_epi16(index, round_to_bf16_high_512(x)))
+    }
+
+    /// 2 × 16 f32 (as bits) → 32 bf16, `a`'s then `b`'s: one word permute packs both.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(in crate::simd) fn round_pair_to_bf16_512(a: __m512i, b: __m512i) -> __m512i {
+        // SAFETY: UPPER_WORDS is 64 readable bytes; unaligned load.
+        let index = unsafe { _mm512_loadu_si512(UPPER_WORDS.as_ptr().cast()) };
+        _mm512_permutex2var_epi16(round_to_bf16_high_512(a), index, round_to_bf16_high_512(b))
     }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16]) -> usize {
+        let pairs = src.len() / 32 * 32;
+        for i in (0..pairs).step_by(32) {
+            // SAFETY: i + 32 <= pairs <= src.len() == dst.len(); unaligned loads/stores.
+            unsafe {
+                let a = _mm512_castps_si512(_mm512_loadu_ps(src.as_ptr().add(i)));
+                let b = _mm512_castps_si512(_mm512_loadu_ps(src.as_ptr().add(i + 16)));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), round_pair_to_bf16_512(a, b));
+            }
+        }
         let n = src.len() / 16 * 16;
-        for i in (0..n).step_by(16) {
+        for i in (pairs..n).step_by(16) {
             // SAFETY: i + 16 <= n <= src.len() == dst.len(); unaligned loads/stores.
             unsafe {
                 let x = _mm512_castps_si512(_mm512_loadu_ps(src.as_ptr().add(i)));

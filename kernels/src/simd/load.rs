@@ -79,26 +79,11 @@ mod x86 {
     use pulp::{f32x8, f32x16};
     use std::arch::x86_64::*;
 
-    /// Word `2i + 1` is `i`: places source word `i` in the upper half of dword `i`.
-    static WORD_TO_UPPER: [u16; 32] = {
-        let mut index = [0u16; 32];
-        let mut w = 0;
-        while w < 32 {
-            index[w] = w as u16 / 2;
-            w += 1;
-        }
-        index
-    };
-
-    /// 16 bf16 at `src` → f32 (a bf16 is the upper half of an f32): one word permute, the
-    /// lower halves zeroed by its mask (a zero-extend and a shift would be two instructions).
+    /// 16 bf16 at `src` → f32 (a bf16 is the upper half of an f32).
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn bf16x16(src: *const bf16) -> f32x16 {
-        // SAFETY: WORD_TO_UPPER is 64 readable bytes; the caller guarantees 16 readable
-        // elements (32 bytes) at `src`; unaligned loads.
-        let (index, words) =
-            unsafe { (_mm512_loadu_si512(WORD_TO_UPPER.as_ptr().cast()), _mm256_loadu_si256(src.cast())) };
-        let bits = _mm512_maskz_permutexvar_epi16(0xaaaa_aaaa, index, _mm512_castsi256_si512(words));
+        // SAFETY: the caller guarantees 16 readable elements (32 bytes); unaligned load.
+        let bits = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(unsafe { _mm256_loadu_si256(src.cast()) }));
         // SAFETY: __m512i and f32x16 are both 64 bytes of plain bits.
         unsafe { core::mem::transmute::<__m512i, f32x16>(bits) }
     }

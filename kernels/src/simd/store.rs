@@ -141,7 +141,8 @@ macro_rules! impl_store_16bit {
     };
 }
 
-// The last argument: whether the 8-lane conversion needs F16C (which a `V3` token does not imply).
+// The fourth argument: whether the 8-lane conversion needs F16C (which a `V3` token does not
+// imply); the optional fifth: the dtype's AVX-512 pair store, for `store2_f32s`.
 impl_store_16bit!(bf16, bf16x16, bf16x8, false, bf16x32);
 impl_store_16bit!(f16, f16x16, f16x8, true);
 

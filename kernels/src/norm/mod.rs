@@ -674,11 +674,21 @@ fn scale_chunk<S: Simd, O: StoreF32>(
     let (hv, ht) = S::as_simd_f32s(h);
     let (gv, gt) = S::as_simd_f32s(gamma);
     let (mv, iv) = (simd.splat_f32s(mean), simd.splat_f32s(inv));
-    let pairs = hv.len() / 2;
     // Macros, not closures: closures are not inlined into pulp's target-feature context.
     macro_rules! normalised {
         ($i:expr) => {
             simd.mul_f32s(simd.sub_f32s(hv[$i], mv), iv)
+        };
+    }
+    // Every vector of the chunk (vector `i` is `$value!(i)`), two at a time, then any odd last one.
+    macro_rules! store_vectors {
+        ($value:ident) => {
+            for pair in 0..hv.len() / 2 {
+                O::store2_f32s(simd, [$value!(2 * pair), $value!(2 * pair + 1)], y, pair);
+            }
+            if hv.len() % 2 == 1 {
+                O::store_f32s(simd, $value!(hv.len() - 1), y, hv.len() - 1);
+            }
         };
     }
     match beta {
@@ -689,12 +699,7 @@ fn scale_chunk<S: Simd, O: StoreF32>(
                     simd.mul_add_e_f32s(normalised!($i), gv[$i], bv[$i])
                 };
             }
-            for pair in 0..pairs {
-                O::store2_f32s(simd, [value!(2 * pair), value!(2 * pair + 1)], y, pair);
-            }
-            if hv.len() % 2 == 1 {
-                O::store_f32s(simd, value!(hv.len() - 1), y, hv.len() - 1);
-            }
+            store_vectors!(value);
             for (y, ((&h, &g), &b)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt).zip(bt)) {
                 *y = O::from_f32(((h - mean) * inv).mul_add(g, b));
             }
@@ -705,12 +710,7 @@ fn scale_chunk<S: Simd, O: StoreF32>(
                     simd.mul_f32s(normalised!($i), gv[$i])
                 };
             }
-            for pair in 0..pairs {
-                O::store2_f32s(simd, [value!(2 * pair), value!(2 * pair + 1)], y, pair);
-            }
-            if hv.len() % 2 == 1 {
-                O::store_f32s(simd, value!(hv.len() - 1), y, hv.len() - 1);
-            }
+            store_vectors!(value);
             for (y, (&h, &g)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt)) {
                 *y = O::from_f32((h - mean) * inv * g);
             }

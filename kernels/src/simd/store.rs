@@ -106,9 +106,8 @@ macro_rules! impl_store_16bit {
                     // holds its 32 lanes.
                     return unsafe { x86::$pair512(pulp::bytemuck::cast(v), dst.as_mut_ptr()) };
                 }
-                let (first, second) = dst.split_at_mut(lanes);
-                Self::store_f32s(simd, v[0], first, 0);
-                Self::store_f32s(simd, v[1], second, 0);
+                Self::store_f32s(simd, v[0], dst, 0);
+                Self::store_f32s(simd, v[1], dst, 1);
             }
             )?
 

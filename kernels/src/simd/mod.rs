@@ -70,11 +70,22 @@ pub fn vectorize<Op: WithSimd>(isa: Isa, op: Op) -> Op::Output {
             }
             Isa::Avx2 => {
                 if let Some(simd) = V3::try_new() {
-                    return Simd::vectorize(simd, op);
+                    // SAFETY: our AVX2 level (`isa` is clamped to the detected one) requires
+                    // F16C beside the AVX2/FMA/BMI features the `V3` token proves.
+                    return unsafe { with_v3_and_f16c(simd, op) };
                 }
             }
             Isa::Scalar => {}
         }
     }
     Simd::vectorize(pulp::Scalar::new(), op)
+}
+
+/// `op` under `V3`, compiled with F16C as well. pulp's own `V3` entry point leaves F16C out, so
+/// the f16 conversions in [`load`] and [`store`] (which need it) would not inline into the body
+/// and every 8-lane f16 load or store would become a call; here they inline.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c")]
+fn with_v3_and_f16c<Op: WithSimd>(simd: pulp::x86::V3, op: Op) -> Op::Output {
+    op.with_simd(simd)
 }

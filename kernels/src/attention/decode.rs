@@ -210,7 +210,10 @@ fn scores_block<S: Simd, E: LoadF32, const R: usize>(
     let nvec = d_pad / S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); 4]; R];
     for cv in 0..nvec {
-        let kv: [S::f32s; 4] = std::array::from_fn(|t| E::load_f32s(simd, krows[t], cv));
+        // Written out, not `array::from_fn`: its closure was compiled out of line for f16 under
+        // AVX2 (a call per load, the F16C conversion called from inside it): 7× slower decode.
+        let load = |t: usize| E::load_f32s(simd, krows[t], cv);
+        let kv = [load(0), load(1), load(2), load(3)];
         for (acc, q) in acc.iter_mut().zip(&qs) {
             for (acc, k) in acc.iter_mut().zip(kv) {
                 *acc = simd.mul_add_e_f32s(q[cv], k, *acc);
@@ -365,7 +368,10 @@ fn accumulate_block<S: Simd, E: LoadF32, const R: usize, const C: usize, const H
             prefetch_key(j);
         }
         let columns = &v.row(j, dv_pad)[c0 * lanes..(c0 + C) * lanes];
-        let vv: [S::f32s; C] = std::array::from_fn(|u| E::load_f32s(simd, columns, u));
+        let mut vv = [simd.splat_f32s(0.0); C];
+        for (u, v) in vv.iter_mut().enumerate() {
+            *v = E::load_f32s(simd, columns, u);
+        }
         for (acc, p) in acc.iter_mut().zip(&probabilities) {
             let pb = simd.splat_f32s(p[j]);
             for (acc, v) in acc.iter_mut().zip(vv) {

@@ -44,14 +44,17 @@ fn gelu_tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 
 #[inline(always)]
 fn gelu_erf<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    let z = simd.abs_f32s(simd.mul_f32s(x, splat(simd, std::f32::consts::FRAC_1_SQRT_2)));
+    // |x|/√2 and −z² with the sign bit by hand: pulp's provided `abs_f32s` / `neg_f32s` are only
+    // `#[inline]` and were compiled as out-of-line calls, one per vector.
+    let magnitude = splat(simd, f32::from_bits(0x7fff_ffff));
+    let z = simd.and_f32s(simd.mul_f32s(x, splat(simd, std::f32::consts::FRAC_1_SQRT_2)), magnitude);
     let t = simd.div_f32s(splat(simd, 1.0), simd.mul_add_e_f32s(splat(simd, 0.327_591_1), z, splat(simd, 1.0)));
     let mut poly = splat(simd, 1.061_405_4);
     for a in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
         poly = simd.mul_add_e_f32s(poly, t, splat(simd, a));
     }
     poly = simd.mul_f32s(poly, t);
-    let minus_z2 = simd.mul_f32s(simd.neg_f32s(z), z);
+    let minus_z2 = simd.mul_f32s(simd.xor_f32s(z, splat(simd, -0.0)), z);
     let erfc = simd.mul_f32s(poly, exp(simd, minus_z2));
     // 1 + erf(x/√2) is erfc(|z|) for x < 0 and 2 − erfc(|z|) otherwise.
     let negative = simd.less_than_f32s(x, splat(simd, 0.0));

@@ -178,13 +178,16 @@ fn scores<S: Simd, E: LoadF32>(
     st: &mut [f32],
     prefetch_step: impl Fn(usize),
 ) {
+    // 4 rows × 4 keys is 16 accumulators beside the 4 K vectors: right for AVX-512's 32
+    // registers, spilled in AVX2's 16, where 2 rows (K reloaded from L1 for the next two) fit.
+    let max_rows = if S::F32_LANES >= 16 { 4 } else { 2 };
     for j in (0..nk).step_by(4) {
         prefetch_step(j);
         // Past the tile's last key, repeat it: those scores are masked to −∞ afterwards.
         let krows: [&[E]; 4] = std::array::from_fn(|t| k.row((j + t).min(nk - 1), d_pad));
         let mut m0 = 0;
         while m0 < rows {
-            let nr = (rows - m0).min(4);
+            let nr = (rows - m0).min(max_rows);
             match nr {
                 4 => scores_block::<S, E, 4>(simd, q, d_pad, m0, krows, j, st),
                 3 => scores_block::<S, E, 3>(simd, q, d_pad, m0, krows, j, st),
@@ -307,12 +310,14 @@ fn accumulate<S: Simd, E: LoadF32>(
             if $m0 == 0 && $c0 == 0 { call!($r, $c, true, $m0, $c0) } else { call!($r, $c, false, $m0, $c0) }
         };
     }
+    // As in `scores`: 4 rows × 4 vectors of O, plus 4 of V, spill AVX2's 16 registers; 4 × 2 fit.
+    let max_columns = if S::F32_LANES >= 16 { 4 } else { 2 };
     let mut m0 = 0;
     while m0 < rows {
         let nr = (rows - m0).min(4);
         let mut c0 = 0;
         while c0 < nvec {
-            let nc = (nvec - c0).min(4);
+            let nc = (nvec - c0).min(max_columns);
             match (nr, nc) {
                 (4, 4) => block!(4, 4, m0, c0),
                 (4, 3) => block!(4, 3, m0, c0),

@@ -239,15 +239,24 @@ pub(super) mod x86 {
         n
     }
 
+    /// 8 f32 (as bits) → 8 bf16 in the low halves of 32-bit lanes: nearest-even, NaN → quiet NaN.
     #[target_feature(enable = "avx2")]
     pub(in crate::simd) fn round_to_bf16_256(x: __m256i) -> __m256i {
-        let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(1));
+        let high = _mm256_srli_epi32::<16>(x);
+        let lsb = _mm256_and_si256(high, _mm256_set1_epi32(1));
         let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))));
-        // |x| fits in 31 bits, so the signed compare is an unsigned one.
-        let is_nan =
-            _mm256_cmpgt_epi32(_mm256_and_si256(x, _mm256_set1_epi32(0x7fff_ffff)), _mm256_set1_epi32(0x7f80_0000));
-        let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(x), _mm256_set1_epi32(0x40));
+        // One unordered compare finds the NaNs (an integer test on the bits took three ops).
+        let is_nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(_mm256_castsi256_ps(x), _mm256_castsi256_ps(x)));
+        let quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x40));
         _mm256_blendv_epi8(rounded, quiet, is_nan)
+    }
+
+    /// 2 × 8 f32 (as bits) → 16 bf16, `a`'s then `b`'s.
+    #[target_feature(enable = "avx2")]
+    pub(in crate::simd) fn round_pair_to_bf16_256(a: __m256i, b: __m256i) -> __m256i {
+        // Values are < 2^16, so the saturating pack is exact; it interleaves 128-bit lanes,
+        // which the permute undoes.
+        _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(round_to_bf16_256(a), round_to_bf16_256(b)))
     }
 
     #[target_feature(enable = "avx2")]
@@ -256,12 +265,9 @@ pub(super) mod x86 {
         for i in (0..n).step_by(16) {
             // SAFETY: i + 16 <= n <= src.len() == dst.len(); unaligned loads/stores.
             unsafe {
-                let lo = round_to_bf16_256(_mm256_castps_si256(_mm256_loadu_ps(src.as_ptr().add(i))));
-                let hi = round_to_bf16_256(_mm256_castps_si256(_mm256_loadu_ps(src.as_ptr().add(i + 8))));
-                // Values are < 2^16, so the saturating pack is exact; it interleaves 128-bit
-                // lanes, which the permute undoes.
-                let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
-                _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), packed);
+                let lo = _mm256_castps_si256(_mm256_loadu_ps(src.as_ptr().add(i)));
+                let hi = _mm256_castps_si256(_mm256_loadu_ps(src.as_ptr().add(i + 8)));
+                _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), round_pair_to_bf16_256(lo, hi));
             }
         }
         n

@@ -93,7 +93,7 @@ impl_stream!(bf16, stream_bf16x32);
 impl_stream!(f16, stream_f16x32);
 
 macro_rules! impl_store_16bit {
-    ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal $(, $pair512:ident)?) => {
+    ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal $(, $pair512:ident, $pair256:ident)?) => {
         impl StoreF32 for $t {
             $(
             #[inline(always)]
@@ -101,10 +101,18 @@ macro_rules! impl_store_16bit {
                 let lanes = S::F32_LANES;
                 let dst = &mut row[2 * pair * lanes..2 * (pair + 1) * lanes];
                 #[cfg(target_arch = "x86_64")]
-                if super::native::<S>() == super::Native::Avx512 {
-                    // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected; `dst`
-                    // holds its 32 lanes.
-                    return unsafe { x86::$pair512(pulp::bytemuck::cast(v), dst.as_mut_ptr()) };
+                {
+                    use super::{Native, native};
+                    use pulp::bytemuck::cast;
+                    match native::<S>() {
+                        // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
+                        // `dst` holds its 32 lanes.
+                        Native::Avx512 => return unsafe { x86::$pair512(cast(v), dst.as_mut_ptr()) },
+                        // SAFETY: a `V3` token exists only when AVX2 was detected; `dst` holds
+                        // its 16 lanes.
+                        Native::Avx2 => return unsafe { x86::$pair256(cast(v), dst.as_mut_ptr()) },
+                        Native::Portable => {}
+                    }
                 }
                 Self::store_f32s(simd, v[0], dst, 0);
                 Self::store_f32s(simd, v[1], dst, 1);
@@ -141,13 +149,16 @@ macro_rules! impl_store_16bit {
 }
 
 // The fourth argument: whether the 8-lane conversion needs F16C (which a `V3` token does not
-// imply); the optional fifth: the dtype's AVX-512 pair store, for `store2_f32s`.
-impl_store_16bit!(bf16, bf16x16, bf16x8, false, bf16x32);
+// imply); the optional fifth and sixth: the dtype's AVX-512 and AVX2 pair stores, for
+// `store2_f32s`.
+impl_store_16bit!(bf16, bf16x16, bf16x8, false, bf16x32, bf16x8x2);
 impl_store_16bit!(f16, f16x16, f16x8, true);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::convert::x86::{round_pair_to_bf16_512, round_to_bf16_256, round_to_bf16_512};
+    use super::super::convert::x86::{
+        round_pair_to_bf16_256, round_pair_to_bf16_512, round_to_bf16_256, round_to_bf16_512,
+    };
     use super::{bf16, f16};
     use pulp::{f32x8, f32x16};
     use std::arch::x86_64::*;
@@ -223,6 +234,15 @@ mod x86 {
         let packed = _mm256_permute4x64_epi64::<0b00_00_10_00>(_mm256_packus_epi32(rounded, rounded));
         // SAFETY: the caller guarantees 8 writable elements (16 bytes); unaligned store.
         unsafe { _mm_storeu_si128(dst.cast(), _mm256_castsi256_si128(packed)) };
+    }
+
+    /// 2 × 8 f32 → 16 bf16 at `dst`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn bf16x8x2(v: [f32x8; 2], dst: *mut bf16) {
+        // SAFETY: f32x8 and __m256i are both 32 bytes of plain bits.
+        let [a, b] = unsafe { core::mem::transmute::<[f32x8; 2], [__m256i; 2]>(v) };
+        // SAFETY: the caller guarantees 16 writable elements (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(dst.cast(), round_pair_to_bf16_256(a, b)) };
     }
 
     /// 8 f32 → 8 f16 at `dst`.

@@ -114,7 +114,10 @@ fn every_length_converts_its_tail() {
         on_every_isa(Isa::Avx512, |_| {
             let mut dst = vec![bf16::NAN; len];
             f32_to_bf16(&src, &mut dst).unwrap();
-            assert!(dst.iter().zip(&src).all(|(d, s)| *d == bf16::from_f32(*s)), "len {len}");
+            assert!(dst.iter().zip(&src).all(|(d, s)| *d == bf16::from_f32(*s)), "bf16, len {len}");
+            let mut dst = vec![f16::NAN; len];
+            f32_to_f16(&src, &mut dst).unwrap();
+            assert!(dst.iter().zip(&src).all(|(d, s)| *d == f16::from_f32(*s)), "f16, len {len}");
         });
     }
 }

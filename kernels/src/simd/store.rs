@@ -21,7 +21,8 @@ pub trait StoreF32: Element {
 
     /// Rounds `v[0]` and `v[1]` into vectors `2·pair` and `2·pair + 1` of `row`: the same
     /// values as two [`StoreF32::store_f32s`], in fewer instructions where the dtype packs a
-    /// pair at once (bf16 under AVX-512). Panics when the row is too short.
+    /// pair at once (bf16 under AVX-512 and AVX2, f16 under AVX2). Panics when the row is too
+    /// short.
     #[inline(always)]
     fn store2_f32s<S: Simd>(simd: S, v: [S::f32s; 2], row: &mut [Self], pair: usize) {
         Self::store_f32s(simd, v[0], row, 2 * pair);
@@ -93,31 +94,31 @@ impl_stream!(bf16, stream_bf16x32);
 impl_stream!(f16, stream_f16x32);
 
 macro_rules! impl_store_16bit {
-    ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal $(, $pair512:ident, $pair256:ident)?) => {
+    ($t:ty, $avx512:ident, $avx2:ident, $f16c:literal, $pair512:ident, $pair256:ident) => {
         impl StoreF32 for $t {
-            $(
             #[inline(always)]
             fn store2_f32s<S: Simd>(simd: S, v: [S::f32s; 2], row: &mut [$t], pair: usize) {
                 let lanes = S::F32_LANES;
                 let dst = &mut row[2 * pair * lanes..2 * (pair + 1) * lanes];
                 #[cfg(target_arch = "x86_64")]
                 {
-                    use super::{Native, native};
+                    use super::{Native, f16c_detected, native};
                     use pulp::bytemuck::cast;
                     match native::<S>() {
                         // SAFETY: a `V4` token exists only when AVX-512 F/BW were detected;
                         // `dst` holds its 32 lanes.
                         Native::Avx512 => return unsafe { x86::$pair512(cast(v), dst.as_mut_ptr()) },
-                        // SAFETY: a `V3` token exists only when AVX2 was detected; `dst` holds
-                        // its 16 lanes.
-                        Native::Avx2 => return unsafe { x86::$pair256(cast(v), dst.as_mut_ptr()) },
-                        Native::Portable => {}
+                        // SAFETY: a `V3` token exists only when AVX2 was detected, and F16C (f16
+                        // only) was checked; `dst` holds its 16 lanes.
+                        Native::Avx2 if !$f16c || f16c_detected() => {
+                            return unsafe { x86::$pair256(cast(v), dst.as_mut_ptr()) };
+                        }
+                        _ => {}
                     }
                 }
                 Self::store_f32s(simd, v[0], dst, 0);
                 Self::store_f32s(simd, v[1], dst, 1);
             }
-            )?
 
             #[inline(always)]
             fn store_f32s<S: Simd>(_: S, v: S::f32s, row: &mut [$t], index: usize) {
@@ -149,10 +150,9 @@ macro_rules! impl_store_16bit {
 }
 
 // The fourth argument: whether the 8-lane conversion needs F16C (which a `V3` token does not
-// imply); the optional fifth and sixth: the dtype's AVX-512 and AVX2 pair stores, for
-// `store2_f32s`.
+// imply); the fifth and sixth: the dtype's AVX-512 and AVX2 pair stores, for `store2_f32s`.
 impl_store_16bit!(bf16, bf16x16, bf16x8, false, bf16x32, bf16x8x2);
-impl_store_16bit!(f16, f16x16, f16x8, true);
+impl_store_16bit!(f16, f16x16, f16x8, true, f16x16x2, f16x8x2);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -243,6 +243,30 @@ mod x86 {
         let [a, b] = unsafe { core::mem::transmute::<[f32x8; 2], [__m256i; 2]>(v) };
         // SAFETY: the caller guarantees 16 writable elements (32 bytes); unaligned store.
         unsafe { _mm256_storeu_si256(dst.cast(), round_pair_to_bf16_256(a, b)) };
+    }
+
+    /// 2 × 16 f32 → 32 f16 at `dst`: the two single stores (kept as they were; only AVX2's
+    /// memory-destination conversion was measured slow).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn f16x16x2(v: [f32x16; 2], dst: *mut f16) {
+        // SAFETY: the caller guarantees 32 writable elements; each call writes 16 of them.
+        unsafe {
+            f16x16(v[0], dst);
+            f16x16(v[1], dst.add(16));
+        }
+    }
+
+    /// 2 × 8 f32 → 16 f16 at `dst`: both conversions into registers, then one store. A single
+    /// conversion and store compiles to `vcvtps2ph` with a memory destination, which made f16
+    /// norms on Zen 3 2–3× slower than bf16 once their rows came from L3.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn f16x8x2(v: [f32x8; 2], dst: *mut f16) {
+        // SAFETY: f32x8 and __m256 are both 8 packed f32.
+        let [a, b] = unsafe { core::mem::transmute::<[f32x8; 2], [__m256; 2]>(v) };
+        let (lo, hi) =
+            (_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(a), _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(b));
+        // SAFETY: the caller guarantees 16 writable elements (32 bytes); unaligned store.
+        unsafe { _mm256_storeu_si256(dst.cast(), _mm256_set_m128i(hi, lo)) };
     }
 
     /// 8 f32 → 8 f16 at `dst`.

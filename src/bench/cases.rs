@@ -15,8 +15,8 @@ pub fn median_seconds(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<
     let start = Instant::now();
     f()?;
     let first = start.elapsed().as_secs_f64();
-    // Up to 1000 repetitions: a microsecond-scale case (a norm over 128 rows) needs hundreds
-    // before its median is steady on a shared host; 30 left it 2x off between runs.
+    // Up to 1000 repetitions: a microsecond-scale case (a norm over 128 rows) then fills its
+    // budget, and one call preempted by another tenant moves the median less than among 30.
     let reps = ((budget / first.max(1e-9)) as usize).clamp(1, 1000);
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {

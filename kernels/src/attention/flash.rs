@@ -50,8 +50,13 @@ const TARGET_ROWS: usize = 64;
 const KV_CHUNK: usize = 512;
 /// Below this many multiply-adds the call runs on the calling thread.
 const SERIAL_MACS: usize = 1 << 19;
-/// Broadcast values per micro-kernel block (keys for Sᵀ, value columns for Oᵀ).
+/// Broadcast values per micro-kernel block (keys for Sᵀ, value columns for Oᵀ); tiles are padded
+/// to a multiple of it.
 const AB: usize = 4;
+/// The wider block 8-lane ISAs run where it fits: 6 broadcasts × 2 row vectors are 12
+/// accumulators (+ 2 Q/P vectors + 1 broadcast of AVX2's 16 registers), enough independent FMA
+/// chains to cover their latency, where 4 × 2 left exactly the 8 the two FMA pipes need.
+const AB_WIDE: usize = 6;
 
 /// Everything a work item needs, shared by all tasks.
 pub(super) struct Problem<'a> {
@@ -486,9 +491,9 @@ impl WithSimd for ItemOp<'_, '_> {
             // Prefill re-reads each K/V tile for every q tile (from L2/L3); only split-KV items
             // stream the cache once, from memory, and hint the next tile a step at a time.
             let next = (p.chunk != usize::MAX).then(|| prefetcher.tile(Hint::KV, j1, end));
-            let prefetch_step = |j: usize| {
+            let prefetch_step = |j: usize, keys: usize| {
                 if let Some(next) = &next {
-                    next.fetch(j, AB);
+                    next.fetch(j, keys);
                 }
             };
             let (k_tile, v_tile) = load_tile(p, item, j0, nk, &mut s.k, &mut s.v);
@@ -608,50 +613,64 @@ fn scores<S: Simd>(
     vmax: usize,
     (nk, nk_pad): (usize, usize),
     st: &mut [f32],
-    prefetch_step: impl Fn(usize),
+    prefetch_step: impl Fn(usize, usize),
 ) {
     let qt = S::as_simd_f32s(qt).0;
     let st = S::as_mut_simd_f32s(st).0;
-    for j in (0..nk_pad).step_by(AB) {
-        prefetch_step(j);
-        let krows: [&[f32]; AB] = std::array::from_fn(|t| if j + t < nk { k.row(j + t, d) } else { &zeros[..d] });
+    for (j, width) in blocks(nk_pad, vmax) {
+        prefetch_step(j, width);
         let mut v0 = 0;
         while v0 < mv {
             let nv = (mv - v0).min(vmax);
-            match nv {
-                4 => scores_block::<S, 4>(simd, qt, krows, d, mv, v0, j, st),
-                3 => scores_block::<S, 3>(simd, qt, krows, d, mv, v0, j, st),
-                2 => scores_block::<S, 2>(simd, qt, krows, d, mv, v0, j, st),
-                _ => scores_block::<S, 1>(simd, qt, krows, d, mv, v0, j, st),
+            match (width, nv) {
+                (AB_WIDE, 2) => scores_block::<S, AB_WIDE, 2>(simd, qt, k, zeros, (d, nk), mv, v0, j, st),
+                (AB_WIDE, _) => scores_block::<S, AB_WIDE, 1>(simd, qt, k, zeros, (d, nk), mv, v0, j, st),
+                (_, 4) => scores_block::<S, AB, 4>(simd, qt, k, zeros, (d, nk), mv, v0, j, st),
+                (_, 3) => scores_block::<S, AB, 3>(simd, qt, k, zeros, (d, nk), mv, v0, j, st),
+                (_, 2) => scores_block::<S, AB, 2>(simd, qt, k, zeros, (d, nk), mv, v0, j, st),
+                _ => scores_block::<S, AB, 1>(simd, qt, k, zeros, (d, nk), mv, v0, j, st),
             }
             v0 += nv;
         }
     }
 }
 
+/// Splits `0..n` (a multiple of `AB`) into `(start, width)` blocks: as many `AB_WIDE` blocks as
+/// leave a multiple of `AB` when the micro-kernel holds at most 2 row vectors (8-lane ISAs, whose
+/// 16 registers cannot hold 4 × 4), then `AB` blocks.
+fn blocks(n: usize, vmax: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut n_wide = if vmax <= 2 { n / AB_WIDE } else { 0 };
+    while !(n - n_wide * AB_WIDE).is_multiple_of(AB) {
+        n_wide -= 1;
+    }
+    let wide_end = n_wide * AB_WIDE;
+    (0..wide_end).step_by(AB_WIDE).map(|j| (j, AB_WIDE)).chain((wide_end..n).step_by(AB).map(|j| (j, AB)))
+}
+
+/// `Sᵀ` for keys `j..j+A` (keys at or past `nk` score against zeros) and row vectors `v0..v0+V`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn scores_block<S: Simd, const V: usize>(
+fn scores_block<S: Simd, const A: usize, const V: usize>(
     simd: S,
     qt: &[S::f32s],
-    krows: [&[f32]; AB],
-    d: usize,
+    k: Tile,
+    zeros: &[f32],
+    (d, nk): (usize, usize),
     mv: usize,
     v0: usize,
     j: usize,
     st: &mut [S::f32s],
 ) {
-    let mut acc = [[simd.splat_f32s(0.0); V]; AB];
-    let [k0, k1, k2, k3] = krows;
-    let (k0, k1, k2, k3) = (&k0[..d], &k1[..d], &k2[..d], &k3[..d]);
+    let mut acc = [[simd.splat_f32s(0.0); V]; A];
+    // Each row sliced to exactly `d`, so the indexing below needs no per-element bounds check.
+    let krows: [&[f32]; A] = std::array::from_fn(|t| if j + t < nk { k.row(j + t, d) } else { &zeros[..d] });
     // A macro, not a closure: closures are not inlined into pulp's target-feature context.
     macro_rules! step {
         ($c:expr, $acc:expr) => {{
             let c = $c;
             let qv: &[S::f32s; V] = qt[c * mv + v0..c * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
-            let kc = [k0[c], k1[c], k2[c], k3[c]];
-            for t in 0..AB {
-                let b = simd.splat_f32s(kc[t]);
+            for t in 0..A {
+                let b = simd.splat_f32s(krows[t][c]);
                 for u in 0..V {
                     $acc[t][u] = simd.mul_add_e_f32s(b, qv[u], $acc[t][u]);
                 }
@@ -660,14 +679,14 @@ fn scores_block<S: Simd, const V: usize>(
     }
     let mut c = 0;
     if V == 1 {
-        // A single vector gives only AB dependency chains: interleave a second set to hide latency.
-        let mut acc2 = [[simd.splat_f32s(0.0); V]; AB];
+        // A single vector gives only A dependency chains: interleave a second set to hide latency.
+        let mut acc2 = [[simd.splat_f32s(0.0); V]; A];
         while c + 1 < d {
             step!(c, acc);
             step!(c + 1, acc2);
             c += 2;
         }
-        for t in 0..AB {
+        for t in 0..A {
             acc[t][0] = simd.add_f32s(acc[t][0], acc2[t][0]);
         }
     }
@@ -675,7 +694,7 @@ fn scores_block<S: Simd, const V: usize>(
         step!(c, acc);
         c += 1;
     }
-    for t in 0..AB {
+    for t in 0..A {
         st[(j + t) * mv + v0..(j + t) * mv + v0 + V].copy_from_slice(&acc[t]);
     }
 }
@@ -810,24 +829,27 @@ fn accumulate<S: Simd>(
     let pt = S::as_simd_f32s(pt).0;
     let alpha = S::as_simd_f32s(alpha).0;
     let ot = S::as_mut_simd_f32s(ot).0;
-    for c in (0..dv_pad).step_by(AB) {
+    for (c, width) in blocks(dv_pad, vmax) {
         let mut v0 = 0;
         while v0 < mv {
             let nv = (mv - v0).min(vmax);
-            match nv {
-                4 => accumulate_block::<S, 4>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
-                3 => accumulate_block::<S, 3>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
-                2 => accumulate_block::<S, 2>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
-                _ => accumulate_block::<S, 1>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+            match (width, nv) {
+                (AB_WIDE, 2) => accumulate_block::<S, AB_WIDE, 2>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                (AB_WIDE, _) => accumulate_block::<S, AB_WIDE, 1>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                (_, 4) => accumulate_block::<S, AB, 4>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                (_, 3) => accumulate_block::<S, AB, 3>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                (_, 2) => accumulate_block::<S, AB, 2>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
+                _ => accumulate_block::<S, AB, 1>(simd, pt, vt, alpha, mv, v0, c, nk, ot),
             }
             v0 += nv;
         }
     }
 }
 
+/// `Oᵀ` for value columns `c..c+A` and row vectors `v0..v0+V`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn accumulate_block<S: Simd, const V: usize>(
+fn accumulate_block<S: Simd, const A: usize, const V: usize>(
     simd: S,
     pt: &[S::f32s],
     vt: Tile,
@@ -838,8 +860,8 @@ fn accumulate_block<S: Simd, const V: usize>(
     nk: usize,
     ot: &mut [S::f32s],
 ) {
-    let mut acc = [[simd.splat_f32s(0.0); V]; AB];
-    for t in 0..AB {
+    let mut acc = [[simd.splat_f32s(0.0); V]; A];
+    for t in 0..A {
         for u in 0..V {
             acc[t][u] = simd.mul_f32s(ot[(c + t) * mv + v0 + u], alpha[v0 + u]);
         }
@@ -848,9 +870,9 @@ fn accumulate_block<S: Simd, const V: usize>(
         ($j:expr, $acc:expr) => {{
             let j = $j;
             let pv: &[S::f32s; V] = pt[j * mv + v0..j * mv + v0 + V].try_into().unwrap_or_else(|_| unreachable!());
-            let vc: &[f32; AB] =
-                vt.data[j * vt.stride + c..j * vt.stride + c + AB].try_into().unwrap_or_else(|_| unreachable!());
-            for t in 0..AB {
+            let vc: &[f32; A] =
+                vt.data[j * vt.stride + c..j * vt.stride + c + A].try_into().unwrap_or_else(|_| unreachable!());
+            for t in 0..A {
                 let b = simd.splat_f32s(vc[t]);
                 for u in 0..V {
                     $acc[t][u] = simd.mul_add_e_f32s(b, pv[u], $acc[t][u]);
@@ -861,13 +883,13 @@ fn accumulate_block<S: Simd, const V: usize>(
     let mut j = 0;
     if V == 1 {
         // As in `scores_block`: a second accumulator set (even/odd keys) hides FMA latency.
-        let mut acc2 = [[simd.splat_f32s(0.0); V]; AB];
+        let mut acc2 = [[simd.splat_f32s(0.0); V]; A];
         while j + 1 < nk {
             step!(j, acc);
             step!(j + 1, acc2);
             j += 2;
         }
-        for t in 0..AB {
+        for t in 0..A {
             acc[t][0] = simd.add_f32s(acc[t][0], acc2[t][0]);
         }
     }
@@ -875,7 +897,7 @@ fn accumulate_block<S: Simd, const V: usize>(
         step!(j, acc);
         j += 1;
     }
-    for t in 0..AB {
+    for t in 0..A {
         ot[(c + t) * mv + v0..(c + t) * mv + v0 + V].copy_from_slice(&acc[t]);
     }
 }

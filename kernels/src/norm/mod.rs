@@ -689,48 +689,56 @@ fn scale_chunk<S: Simd, O: StoreF32>(
     beta: Option<&[f32]>,
     y: &mut [O],
 ) {
-    let tail_start = h.len() / S::F32_LANES * S::F32_LANES;
+    let lanes = S::F32_LANES;
     let (hv, ht) = S::as_simd_f32s(h);
     let (gv, gt) = S::as_simd_f32s(gamma);
     let (mv, iv) = (simd.splat_f32s(mean), simd.splat_f32s(inv));
+    // `y` as its pairs of vectors, then the rest (an odd last vector, then the scalar tail).
+    let (y_pairs, y_rest) = y.split_at_mut(hv.len() / 2 * 2 * lanes);
+    let odd = hv.len() % 2 == 1;
     // Macros, not closures: closures are not inlined into pulp's target-feature context.
     macro_rules! normalised {
-        ($i:expr) => {
-            simd.mul_f32s(simd.sub_f32s(hv[$i], mv), iv)
+        ($h:expr) => {
+            simd.mul_f32s(simd.sub_f32s($h, mv), iv)
         };
     }
-    // Every vector of the chunk (vector `i` is `$value!(i)`), two at a time, then any odd last one.
-    macro_rules! store_vectors {
-        ($value:ident) => {
-            for pair in 0..hv.len() / 2 {
-                O::store2_f32s(simd, [$value!(2 * pair), $value!(2 * pair + 1)], y, pair);
-            }
-            if hv.len() % 2 == 1 {
-                O::store_f32s(simd, $value!(hv.len() - 1), y, hv.len() - 1);
-            }
-        };
-    }
+    // The pairs walk exact chunks of every operand, so the loop carries no bounds checks.
     match beta {
         Some(beta) => {
             let (bv, bt) = S::as_simd_f32s(beta);
             macro_rules! value {
-                ($i:expr) => {
-                    simd.mul_add_e_f32s(normalised!($i), gv[$i], bv[$i])
+                ($h:expr, $g:expr, $b:expr) => {
+                    simd.mul_add_e_f32s(normalised!($h), $g, $b)
                 };
             }
-            store_vectors!(value);
-            for (y, ((&h, &g), &b)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt).zip(bt)) {
+            let pairs = hv.chunks_exact(2).zip(gv.chunks_exact(2)).zip(bv.chunks_exact(2));
+            for (((h, g), b), y) in pairs.zip(y_pairs.chunks_exact_mut(2 * lanes)) {
+                O::store2_f32s(simd, [value!(h[0], g[0], b[0]), value!(h[1], g[1], b[1])], y, 0);
+            }
+            if odd {
+                let i = hv.len() - 1;
+                O::store_f32s(simd, value!(hv[i], gv[i], bv[i]), y_rest, 0);
+            }
+            let y_tail = &mut y_rest[if odd { lanes } else { 0 }..];
+            for (y, ((&h, &g), &b)) in y_tail.iter_mut().zip(ht.iter().zip(gt).zip(bt)) {
                 *y = O::from_f32(((h - mean) * inv).mul_add(g, b));
             }
         }
         None => {
             macro_rules! value {
-                ($i:expr) => {
-                    simd.mul_f32s(normalised!($i), gv[$i])
+                ($h:expr, $g:expr) => {
+                    simd.mul_f32s(normalised!($h), $g)
                 };
             }
-            store_vectors!(value);
-            for (y, (&h, &g)) in y[tail_start..].iter_mut().zip(ht.iter().zip(gt)) {
+            for ((h, g), y) in hv.chunks_exact(2).zip(gv.chunks_exact(2)).zip(y_pairs.chunks_exact_mut(2 * lanes)) {
+                O::store2_f32s(simd, [value!(h[0], g[0]), value!(h[1], g[1])], y, 0);
+            }
+            if odd {
+                let i = hv.len() - 1;
+                O::store_f32s(simd, value!(hv[i], gv[i]), y_rest, 0);
+            }
+            let y_tail = &mut y_rest[if odd { lanes } else { 0 }..];
+            for (y, (&h, &g)) in y_tail.iter_mut().zip(ht.iter().zip(gt)) {
                 *y = O::from_f32((h - mean) * inv * g);
             }
         }

@@ -901,3 +901,29 @@ fn accumulate_block<S: Simd, const A: usize, const V: usize>(
         ot[(c + t) * mv + v0..(c + t) * mv + v0 + V].copy_from_slice(&acc[t]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_tile_every_padded_length_exactly() {
+        for vmax in [2, 4] {
+            for n in (0..=520).step_by(AB) {
+                let mut next = 0;
+                let mut wide = 0;
+                for (start, width) in blocks(n, vmax) {
+                    assert_eq!(start, next, "n {n}, vmax {vmax}: blocks are contiguous");
+                    assert!(width == AB || (width == AB_WIDE && vmax <= 2), "n {n}, vmax {vmax}: width {width}");
+                    wide += usize::from(width == AB_WIDE);
+                    next = start + width;
+                }
+                assert_eq!(next, n, "n {n}, vmax {vmax}: blocks cover the range");
+                // All but at most two `AB` blocks are wide, where wide blocks are allowed.
+                if vmax <= 2 {
+                    assert!(n - wide * AB_WIDE <= 2 * AB, "n {n}: {wide} wide blocks");
+                }
+            }
+        }
+    }
+}

@@ -10,7 +10,8 @@
 //! element, FMA a vector of rows: K needs no transposition), the online-softmax max and sum are
 //! vertical (no horizontal reductions), and `Oᵀ[c][m..] = α·Oᵀ[c][m..] + Σ_j V[j][c] · Pᵀ[j][m..]`
 //! uses V in its natural layout too; the rescale by α is folded into loading the accumulator.
-//! Both products are register-blocked micro-kernels (4 broadcast values × up to 4 vectors).
+//! Both products are register-blocked micro-kernels: 4 broadcast values × up to 4 vectors at 16
+//! lanes, 6 (or 4, at a tile's end) × up to 2 vectors at 8 lanes (AVX2's 16 registers).
 //!
 //! K/V tiles (`BK` keys) are read in place when f32 and widened to f32 scratch otherwise; Qᵀ,
 //! Sᵀ, Oᵀ, the tiles and a staging buffer (Q rows before their transpose, O rows after it) are

@@ -178,7 +178,7 @@ fn narrowing_stores_round_like_half() {
 #[test]
 fn blocked_transpose_matches_element_by_element() {
     let mut rng = Rng::new(13);
-    for (rows, cols) in [(1, 1), (16, 16), (17, 33), (64, 32), (5, 48), (48, 5), (31, 17)] {
+    for (rows, cols) in [(1, 1), (8, 8), (16, 16), (17, 33), (64, 32), (24, 40), (5, 48), (48, 5), (31, 17), (9, 15)] {
         let (ld_src, ld_dst) = (cols + 3, rows + 5);
         let src: Vec<f32> = (0..rows * ld_src).map(|_| rng.uniform(-1.0, 1.0)).collect();
         for isa in runnable_isas() {

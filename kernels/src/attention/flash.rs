@@ -35,6 +35,7 @@ use super::decode::{DECODE_ROWS, DecodeOp};
 use super::prefetch::{Hint, KeyPrefetcher};
 use super::{AttentionDims, AttentionParams, Causal, mask_value};
 use crate::isa::Isa;
+use crate::simd::aligned::AlignedVec;
 use crate::simd::exp::exp_no_overflow_f32s;
 use crate::simd::transpose::transpose;
 use crate::simd::vectorize;
@@ -93,22 +94,22 @@ pub(super) struct Item {
 /// row dimension to whole vectors; decode keeps exactly `rows` entries of `m` and `l`.
 #[derive(Default)]
 pub(super) struct Scratch {
-    pub(super) qt: Vec<f32>,
-    pub(super) k: Vec<f32>,
-    pub(super) v: Vec<f32>,
-    pub(super) s: Vec<f32>,
+    pub(super) qt: AlignedVec,
+    pub(super) k: AlignedVec,
+    pub(super) v: AlignedVec,
+    pub(super) s: AlignedVec,
     /// The item's unnormalised O, laid out as `o_layout` says.
-    pub(super) o: Vec<f32>,
+    pub(super) o: AlignedVec,
     pub(super) o_layout: OLayout,
     /// Whether O is already divided by `l` (a prefill item that is not split).
     pub(super) o_normalised: bool,
-    pub(super) m: Vec<f32>,
-    pub(super) l: Vec<f32>,
-    pub(super) alpha: Vec<f32>,
+    pub(super) m: AlignedVec,
+    pub(super) l: AlignedVec,
+    pub(super) alpha: AlignedVec,
     /// Rows on their way into or out of a transpose: Q `[rows][D]` before Qᵀ, O `[rows][Dv]`
     /// after Oᵀ.
-    pub(super) staging: Vec<f32>,
-    pub(super) zeros: Vec<f32>,
+    pub(super) staging: AlignedVec,
+    pub(super) zeros: AlignedVec,
 }
 
 /// How an item leaves its O in [`Scratch::o`]: each kernel keeps the layout its lanes run
@@ -133,7 +134,7 @@ fn o_by_rows<'s>(
     isa: Isa,
     (o, layout): (&'s mut [f32], OLayout),
     (rows, dv): (usize, usize),
-    buf: &'s mut Vec<f32>,
+    buf: &'s mut AlignedVec,
 ) -> (&'s mut [f32], usize) {
     match layout {
         OLayout::Rows { stride } => (o, stride),

@@ -34,6 +34,7 @@ mod pack;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::isa::Isa;
+use crate::simd::aligned::AlignedVec;
 use crate::tensor::{View, ViewMut};
 
 /// The elementwise function applied after bias.
@@ -165,7 +166,7 @@ enum BPanels<'b> {
     /// [`GROUPED_PACK_BYTES`], two columns of tasks at a time, each group used while it is in
     /// cache. Packing everything first writes the panels out to DRAM and reads them back
     /// (9.4 MB each way for GPT-2's FFN-up weights). The tasks are the same either way.
-    PerCall { b: &'b View<'b>, buf: &'b mut pack::AlignedBuf },
+    PerCall { b: &'b View<'b>, buf: &'b mut AlignedVec },
 }
 
 /// Weights `B[N, K]` packed once (at model load) for repeated [`matmul_packed`] calls.
@@ -185,7 +186,7 @@ pub struct PackedMatrix {
 
 #[derive(Clone, Debug)]
 enum Panels {
-    F32(pack::AlignedBuf),
+    F32(AlignedVec),
     BF16(Vec<crate::bf16>),
     F16(Vec<crate::f16>),
 }
@@ -267,7 +268,7 @@ pub fn matmul_packed(
     }
     let isa = crate::isa::effective_isa();
     let panels = match &b.panels {
-        Panels::F32(buf) => driver::PanelsRef::F32(buf.as_slice()),
+        Panels::F32(buf) => driver::PanelsRef::F32(buf),
         Panels::BF16(buf) => driver::PanelsRef::BF16(buf),
         Panels::F16(buf) => driver::PanelsRef::F16(buf),
     };
@@ -286,7 +287,7 @@ fn run_packed(
     params: &MatmulParams,
     dims: MatmulDims,
     isa: Isa,
-    a_buf: &mut pack::AlignedBuf,
+    a_buf: &mut AlignedVec,
 ) -> Result<()> {
     let bf16_panels = matches!(b, BPanels::Packed(driver::PanelsRef::BF16(_)));
     let dot = bf16_panels && dot_bf16(isa, a);
@@ -314,7 +315,7 @@ fn run_packed(
         n: dims.n,
         k: dims.k,
         mr,
-        a: if dot { &[] } else { a_buf.as_slice() },
+        a: if dot { &[] } else { a_buf },
         b: driver::PanelsRef::F32(&[]),
         panel0: 0,
         bias,
@@ -332,8 +333,7 @@ fn run_packed(
             for g0 in (0..panels).step_by(group) {
                 let group = g0..(g0 + group).min(panels);
                 pack::pack_b_into(b, isa, group.clone(), buf);
-                driver::Problem { b: driver::PanelsRef::F32(buf.as_slice()), panel0: g0, ..problem }
-                    .run_panels(&out, group);
+                driver::Problem { b: driver::PanelsRef::F32(buf), panel0: g0, ..problem }.run_panels(&out, group);
             }
         }
     }

@@ -5,61 +5,10 @@
 use super::kernel::NR;
 use crate::dtype::{DType, Element, bf16};
 use crate::isa::Isa;
+use crate::simd::aligned::AlignedVec;
 use crate::tensor::{Data, View};
 use rayon::prelude::*;
 use std::cell::Cell;
-
-/// An f32 buffer whose first element is 64-byte aligned (a cache line, one zmm register), so
-/// packed panels never split loads across lines. Zero-initialised when allocated.
-#[derive(Debug)]
-pub(super) struct AlignedBuf {
-    raw: Vec<f32>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    const ALIGN_ELEMS: usize = 16;
-    pub(super) const EMPTY: AlignedBuf = AlignedBuf { raw: Vec::new(), start: 0, len: 0 };
-
-    pub(super) fn zeroed(len: usize) -> Self {
-        let raw = vec![0f32; len + Self::ALIGN_ELEMS];
-        let start = raw.as_ptr().align_offset(64).min(Self::ALIGN_ELEMS);
-        AlignedBuf { raw, start, len }
-    }
-
-    /// Makes the buffer `len` long, keeping its allocation when it is large enough. The
-    /// contents are left as they are (stale values): the caller overwrites all `len` elements.
-    fn reuse(&mut self, len: usize) {
-        if self.raw.len() < len + Self::ALIGN_ELEMS {
-            *self = AlignedBuf::zeroed(len);
-        }
-        self.start = self.raw.as_ptr().align_offset(64).min(Self::ALIGN_ELEMS);
-        self.len = len;
-    }
-
-    pub(super) fn as_slice(&self) -> &[f32] {
-        &self.raw[self.start..self.start + self.len]
-    }
-
-    pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.raw[self.start..self.start + self.len]
-    }
-}
-
-impl Default for AlignedBuf {
-    fn default() -> Self {
-        Self::EMPTY
-    }
-}
-
-impl Clone for AlignedBuf {
-    fn clone(&self) -> Self {
-        let mut copy = AlignedBuf::zeroed(self.len);
-        copy.as_mut_slice().copy_from_slice(self.as_slice());
-        copy
-    }
-}
 
 /// Elements below which packing runs on the calling thread.
 const PARALLEL_PACK_ELEMS: usize = 1 << 16;
@@ -68,11 +17,11 @@ thread_local! {
     /// The per-call packing buffers of [`super::matmul`] (B panels, A panels), kept between
     /// calls: allocating and zeroing megabytes per call cost about a tenth of a MiniLM-sized
     /// matmul. Each thread keeps the largest it has needed.
-    static PER_CALL: Cell<[AlignedBuf; 2]> = const { Cell::new([AlignedBuf::EMPTY, AlignedBuf::EMPTY]) };
+    static PER_CALL: Cell<[AlignedVec; 2]> = const { Cell::new([AlignedVec::EMPTY, AlignedVec::EMPTY]) };
 }
 
 /// Runs `f` with this thread's per-call (B, A) packing buffers.
-pub(super) fn with_per_call_buffers<R>(f: impl FnOnce(&mut AlignedBuf, &mut AlignedBuf) -> R) -> R {
+pub(super) fn with_per_call_buffers<R>(f: impl FnOnce(&mut AlignedVec, &mut AlignedVec) -> R) -> R {
     let [mut b, mut a] = PER_CALL.take();
     let result = f(&mut b, &mut a);
     PER_CALL.set([b, a]);
@@ -80,25 +29,25 @@ pub(super) fn with_per_call_buffers<R>(f: impl FnOnce(&mut AlignedBuf, &mut Alig
 }
 
 /// Packs the logical `[n, k]` view `b` into `n.div_ceil(NR)` panels of `k·NR` f32.
-pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedBuf {
-    let mut buf = AlignedBuf::EMPTY;
+pub(super) fn pack_b(b: &View, isa: Isa) -> AlignedVec {
+    let mut buf = AlignedVec::EMPTY;
     pack_b_into(b, isa, 0..b.shape()[0].div_ceil(NR), &mut buf);
     buf
 }
 
 /// [`pack_b`]'s panels `panels` (of all `⌈n/NR⌉`) into `buf`, panel `panels.start` first
 /// (reusing its allocation; every element is written).
-pub(super) fn pack_b_into(b: &View, isa: Isa, panels: std::ops::Range<usize>, buf: &mut AlignedBuf) {
+pub(super) fn pack_b_into(b: &View, isa: Isa, panels: std::ops::Range<usize>, buf: &mut AlignedVec) {
     let k = b.shape()[1];
-    buf.reuse(panels.len() * k * NR);
+    buf.resize_uninit(panels.len() * k * NR);
     if k == 0 || panels.is_empty() {
         return;
     }
     let pack_panel = |(jp, panel): (usize, &mut [f32])| pack_b_panel(b, isa, (panels.start + jp) * NR, panel);
     if panels.len() * NR * k >= PARALLEL_PACK_ELEMS {
-        buf.as_mut_slice().par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
+        buf.par_chunks_mut(k * NR).enumerate().for_each(pack_panel);
     } else {
-        buf.as_mut_slice().chunks_mut(k * NR).enumerate().for_each(pack_panel);
+        buf.chunks_mut(k * NR).enumerate().for_each(pack_panel);
     }
 }
 
@@ -202,17 +151,17 @@ fn transpose_rows<T: Element>(src: &[T], base: usize, sn: usize, cols: usize, k:
 
 /// Packs A (`[m, k]`, any strides) into `buf` as `mr`-row panels: panel `ip` starts at
 /// `ip·mr·k` and is `[k][rows]` with `rows = min(mr, m − ip·mr)` (every element is written).
-pub(super) fn pack_a_into(a: &View, mr: usize, isa: Isa, parallel: bool, buf: &mut AlignedBuf) {
+pub(super) fn pack_a_into(a: &View, mr: usize, isa: Isa, parallel: bool, buf: &mut AlignedVec) {
     let (m, k) = (a.shape()[0], a.shape()[1]);
-    buf.reuse(m * k);
+    buf.resize_uninit(m * k);
     if m == 0 || k == 0 {
         return;
     }
     let pack_panel = |(ip, panel): (usize, &mut [f32])| pack_a_panel(a, isa, ip * mr, panel.len() / k, panel);
     if parallel && m * k >= PARALLEL_PACK_ELEMS {
-        buf.as_mut_slice().par_chunks_mut(mr * k).enumerate().for_each(pack_panel);
+        buf.par_chunks_mut(mr * k).enumerate().for_each(pack_panel);
     } else {
-        buf.as_mut_slice().chunks_mut(mr * k).enumerate().for_each(pack_panel);
+        buf.chunks_mut(mr * k).enumerate().for_each(pack_panel);
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::dtype::{bf16, f16};
 use crate::error::{Error, Result};
 use crate::isa::{Isa, effective_isa, record_dispatch};
+use crate::simd::aligned::AlignedVec;
 use crate::simd::load::LoadF32;
 use crate::simd::store::{StoreF32, StreamF32, elements_to_line, stream_fence, streams};
 use crate::simd::vectorize;
@@ -398,12 +399,12 @@ enum Operand<'s> {
 
 /// Per-task buffer: the row's `h` (f32).
 struct Scratch {
-    h: Vec<f32>,
+    h: AlignedVec,
 }
 
 impl Scratch {
     fn new(hidden: usize) -> Self {
-        Scratch { h: vec![0.0; hidden] }
+        Scratch { h: AlignedVec::zeroed(hidden) }
     }
 }
 

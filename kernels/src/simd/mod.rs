@@ -6,6 +6,7 @@
 //! level the kernel chose. Instructions pulp lacks (f16/bf16 conversion, `vdpbf16ps`) live in
 //! small `#[target_feature]` functions beside the generic code they accelerate.
 
+pub mod aligned;
 pub mod convert;
 pub mod exp;
 pub mod load;

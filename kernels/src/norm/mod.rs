@@ -380,7 +380,8 @@ impl<'a> Plan<'a> {
         };
         // SAFETY: the row belongs to the calling task (blocks of rows are disjoint and each
         // is processed by one task), and the row's writes happen only after this read's slice
-        // is last used (see `process_row`), so no access to this run overlaps this one.
+        // is last used (see `form_row`: `out` is written by `finish_row`, after the row is formed,
+        // and `sum_out` after each chunk's reads), so no access to this run overlaps this one.
         match unsafe { shared.run(offset, len) } {
             DataMut::F32(run) => Operand::F32(run),
             DataMut::BF16(run) => Operand::BF16(run),
@@ -397,14 +398,14 @@ enum Operand<'s> {
     F16(&'s [f16]),
 }
 
-/// Per-task buffer: the row's `h` (f32).
+/// Per-task buffers: `h` (f32) of the row being formed and of the row being stored.
 struct Scratch {
-    h: AlignedVec,
+    h: [AlignedVec; 2],
 }
 
 impl Scratch {
     fn new(hidden: usize) -> Self {
-        Scratch { h: AlignedVec::zeroed(hidden) }
+        Scratch { h: [AlignedVec::zeroed(hidden), AlignedVec::zeroed(hidden)] }
     }
 }
 
@@ -421,8 +422,23 @@ impl WithSimd for Block<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
+        // Each row is stored one row late: its statistics' reductions, division and square
+        // root are a long dependency chain that pass 3 waits on, and with the next row's
+        // pass 1 between them in program order the core overlaps the two.
+        let plan = self.plan;
+        let [h_even, h_odd] = &mut self.scratch.h;
+        let mut formed: Option<(usize, RowStats)> = None;
         for row in self.rows.clone() {
-            process_row(simd, self.plan, row, self.scratch, self.isa);
+            let (h_this, h_last) = if row % 2 == 0 { (&mut *h_even, &*h_odd) } else { (&mut *h_odd, &*h_even) };
+            let stats = form_row(simd, plan, row, h_this, self.isa);
+            if let Some((last, last_stats)) = formed {
+                finish_row(simd, plan, last, direct_row(plan, last).unwrap_or(h_last), last_stats);
+            }
+            formed = Some((row, stats));
+        }
+        if let Some((last, last_stats)) = formed {
+            let h_last = if last % 2 == 0 { &*h_even } else { &*h_odd };
+            finish_row(simd, plan, last, direct_row(plan, last).unwrap_or(h_last), last_stats);
         }
         if self.plan.stream_out {
             stream_fence();
@@ -746,27 +762,38 @@ fn scale_chunk<S: Simd, O: StoreF32>(
     }
 }
 
-/// One row: form `h` (pass 1, with its statistics and the `sum_out` store), the centred
-/// variance where the one-pass one would be inaccurate (pass 2, LayerNorm), then scale, shift
-/// and store `out` (pass 3).
+/// A plain norm of an f32 input view reads its rows in place (`Some(row)`); everything else
+/// forms `h` in the scratch.
 #[inline(always)]
-fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch, isa: Isa) {
-    let n = plan.hidden;
-    let square = plan.kind == NormKind::RmsNorm;
-    let Scratch { h: h_buf } = scratch;
-    let mut acc = Pass1::new(simd);
-    // A plain norm of an f32 input view reads the row in place; everything else forms `h`.
-    let direct = match (plan.x, plan.residual, &plan.bias, &plan.sum) {
+fn direct_row<'p>(plan: &'p Plan, row: usize) -> Option<&'p [f32]> {
+    match (plan.x, plan.residual, &plan.bias, &plan.sum) {
         (Source::Input(view), None, None, None) => match view.data() {
             Data::F32(s) => {
                 let offset = plan.row_offset(plan.x, row);
-                Some(&s[offset..offset + n])
+                Some(&s[offset..offset + plan.hidden])
             }
             _ => None,
         },
         _ => None,
-    };
-    let h: &[f32] = match direct {
+    }
+}
+
+/// A formed row's statistics: `out = (h − mean)·inv·γ [+ β]`.
+#[derive(Clone, Copy)]
+struct RowStats {
+    mean: f32,
+    inv: f32,
+}
+
+/// Passes 1 and 2 of a row: form `h` into `h_buf` (unless the row is read in place), with its
+/// statistics and the `sum_out` store, and the centred variance where the one-pass one would
+/// be inaccurate (LayerNorm).
+#[inline(always)]
+fn form_row<S: Simd>(simd: S, plan: &Plan, row: usize, h_buf: &mut [f32], isa: Isa) -> RowStats {
+    let n = plan.hidden;
+    let square = plan.kind == NormKind::RmsNorm;
+    let mut acc = Pass1::new(simd);
+    let h: &[f32] = match direct_row(plan, row) {
         Some(h) => {
             let (hv, ht) = S::as_simd_f32s(h);
             if square {
@@ -827,11 +854,18 @@ fn process_row<S: Simd>(simd: S, plan: &Plan, row: usize, scratch: &mut Scratch,
         }
         NormKind::RmsNorm => (0.0, 1.0 / (squares / count + plan.eps).sqrt()),
     };
+    RowStats { mean, inv }
+}
+
+/// Pass 3 of a row formed by [`form_row`] (`h`: its scratch or, read in place, its input):
+/// scale, shift and store `out`.
+#[inline(always)]
+fn finish_row<S: Simd>(simd: S, plan: &Plan, row: usize, h: &[f32], RowStats { mean, inv }: RowStats) {
     let out_offset = plan.row_offset(Source::Out, row);
     let scaling = Scaling { h, mean, inv, gamma: &plan.gamma, beta: plan.beta.as_deref() };
     // SAFETY: this task owns the row; `h` is in the scratch (or a read-only input), so no
     // slice read from this run is alive.
-    match unsafe { plan.out.run(out_offset, n) } {
+    match unsafe { plan.out.run(out_offset, plan.hidden) } {
         DataMut::F32(y) => store_row(simd, plan, row, &scaling, y),
         DataMut::BF16(y) => store_row(simd, plan, row, &scaling, y),
         DataMut::F16(y) => store_row(simd, plan, row, &scaling, y),

@@ -13,8 +13,9 @@ use crate::isa::{Isa, detected_isa};
 const BLOCK: usize = 16;
 
 /// `dst[c·ld_dst + r] = src[r·ld_src + c]` for `r < rows`, `c < cols` (nothing else in `dst`
-/// is written). Full blocks go through registers at AVX-512, and their full 8 × 8 quarters at
-/// AVX2 (`isa` is clamped to the detected level); the rest is copied element by element.
+/// is written). Full blocks go through registers at AVX-512, and full 8 × 8 quarters (of every
+/// block at AVX2, of edge blocks at AVX-512) too (`isa` is clamped to the detected level); the
+/// rest is copied element by element.
 ///
 /// # Panics
 /// If `src` or `dst` is too short for the shape and strides.
@@ -40,15 +41,16 @@ pub fn transpose(isa: Isa, src: &[f32], ld_src: usize, (rows, cols): (usize, usi
                 unsafe { x86::transpose16(&src[r0 * ld_src + c0..], ld_src, &mut dst[c0 * ld_dst + r0..], ld_dst) };
                 continue;
             }
+            // AVX-512 edge blocks too: their full quarters need only AVX.
             #[cfg(target_arch = "x86_64")]
-            if level == Isa::Avx2 {
+            if level >= Isa::Avx2 {
                 const HALF: usize = BLOCK / 2;
                 for (r1, c1) in [(r0, c0), (r0, c0 + HALF), (r0 + HALF, c0), (r0 + HALF, c0 + HALF)] {
                     // A quarter past the block's edge is partly (or wholly: an empty range) absent.
                     let (r_end, c_end) = ((r1 + HALF).min(r0 + height), (c1 + HALF).min(c0 + width));
                     if r_end == r1 + HALF && c_end == c1 + HALF {
                         let (src, dst) = (&src[r1 * ld_src + c1..], &mut dst[c1 * ld_dst + r1..]);
-                        // SAFETY: AVX was detected (the AVX2 level includes it).
+                        // SAFETY: AVX was detected (the AVX2 and AVX-512 levels include it).
                         unsafe { x86::transpose8(src, ld_src, dst, ld_dst) };
                     } else {
                         copy_transposed(src, ld_src, r1..r_end, c1..c_end, dst, ld_dst);

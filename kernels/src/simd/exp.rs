@@ -4,7 +4,7 @@
 //! `r = x − n·ln2` in two Cody–Waite parts (the high part has 9 significant bits, so `n·ln2_hi` is
 //! exact), `exp(r)` by a degree-5 polynomial `1 + r + c₂r² + … + c₅r⁵` on `|r| ≤ ln2/2` (fitted
 //! for minimax relative error, 1.05·10⁻⁷ in exact arithmetic, 1.7·10⁻⁷ with f32 Horner), and `2ⁿ`
-//! built from the exponent bits.
+//! built from the exponent bits (at AVX-512, applied by `vscalefps` instead: the same values).
 //!
 //! ## Accuracy and range (tested over the whole f32 line in `kernels/tests/attention.rs`)
 //! - For `x` in [[`EXP_UNDERFLOW`], [`EXP_OVERFLOW`]] the relative error is at most
@@ -57,12 +57,40 @@ pub fn exp_no_overflow_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     }
     p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(1.0));
     p = simd.mul_add_e_f32s(p, r, simd.splat_f32s(1.0));
+    #[cfg(target_arch = "x86_64")]
+    if super::native::<S>() == super::Native::Avx512 {
+        use pulp::bytemuck::cast;
+        // SAFETY: a `V4` token exists only where AVX-512 F was detected.
+        return cast(unsafe { x86::scale_by_exp2(cast(p), cast(n), cast(x)) });
+    }
     // The low bits of k hold n (two's complement, offset by the magic's own mantissa bit 22, which
     // the shift discards): (k_bits << 23) + (127 << 23) are the bits of 2ⁿ for n in [−126, 127].
     let k_bits = simd.transmute_u32s_f32s(k);
     let scale_bits = simd.add_u32s(simd.wrapping_dyn_shl_u32s(k_bits, simd.splat_u32s(23)), simd.splat_u32s(127 << 23));
     let y = simd.mul_f32s(p, simd.transmute_f32s_u32s(scale_bits));
     simd.select_f32s(simd.less_than_f32s(x, simd.splat_f32s(EXP_UNDERFLOW)), simd.splat_f32s(0.0), y)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::EXP_UNDERFLOW;
+    use pulp::f32x16;
+    use std::arch::x86_64::*;
+
+    /// `p·2ⁿ`, and `+0` where `x < EXP_UNDERFLOW` (NaN `x` keeps its NaN `p`), by `vscalefps`
+    /// under the compare's zeroing mask: two instructions where building `2ⁿ` from its bits and
+    /// selecting takes five. The same values: both round the exact product once.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn scale_by_exp2(p: f32x16, n: f32x16, x: f32x16) -> f32x16 {
+        // SAFETY: f32x16 and __m512 are both 16 packed f32.
+        let as_m512 = |v: f32x16| unsafe { core::mem::transmute::<f32x16, __m512>(v) };
+        let (p, n, x) = (as_m512(p), as_m512(n), as_m512(x));
+        // Not-less-than, unordered: true for NaN, so a NaN argument stays NaN.
+        let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, _mm512_set1_ps(EXP_UNDERFLOW));
+        let y = _mm512_maskz_scalef_ps(keep, p, n);
+        // SAFETY: as above.
+        unsafe { core::mem::transmute::<__m512, f32x16>(y) }
+    }
 }
 
 /// Replaces every value by its `exp` ([`exp_f32s`], or [`exp_no_overflow_f32s`] — the softmax's

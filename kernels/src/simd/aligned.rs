@@ -64,13 +64,13 @@ impl AlignedVec {
     }
 
     /// Ensures room for `len` elements from the aligned start, moving the contents to new
-    /// storage (at least doubled, so repeated growth stays linear) when there is not.
+    /// storage of exactly that size when there is not. Not doubled: the kernels size their
+    /// scratch once per call (a packing buffer can be megabytes), never by repeated appends.
     fn reserve(&mut self, len: usize) {
         if self.start + len <= self.storage.len() {
             return;
         }
-        let capacity = len.max(2 * self.len);
-        let storage = vec![0f32; capacity + LINE];
+        let storage = vec![0f32; len + LINE];
         let start = storage.as_ptr().align_offset(64).min(LINE);
         let mut grown = AlignedVec { storage, start, len: self.len };
         grown.copy_from_slice(self);

@@ -446,13 +446,12 @@ impl WithSimd for Block<'_, '_> {
             let (h_this, h_last) = if row % 2 == 0 { (&mut *h_even, &*h_odd) } else { (&mut *h_odd, &*h_even) };
             let stats = form_row(simd, plan, row, h_this, self.isa);
             if let Some((last, last_stats)) = formed {
-                finish_row(simd, plan, last, direct_row(plan, last).unwrap_or(h_last), last_stats);
+                finish_row(simd, plan, last, h_last, last_stats);
             }
             formed = Some((row, stats));
         }
         if let Some((last, last_stats)) = formed {
-            let h_last = if last % 2 == 0 { &*h_even } else { &*h_odd };
-            finish_row(simd, plan, last, direct_row(plan, last).unwrap_or(h_last), last_stats);
+            finish_row(simd, plan, last, if last % 2 == 0 { h_even } else { h_odd }, last_stats);
         }
         if self.plan.stream_out {
             stream_fence();
@@ -871,10 +870,11 @@ fn form_row<S: Simd>(simd: S, plan: &Plan, row: usize, h_buf: &mut [f32], isa: I
     RowStats { mean, inv }
 }
 
-/// Pass 3 of a row formed by [`form_row`] (`h`: its scratch or, read in place, its input):
-/// scale, shift and store `out`.
+/// Pass 3 of a row formed by [`form_row`] into `h_buf` (or read in place): scale, shift and
+/// store `out`.
 #[inline(always)]
-fn finish_row<S: Simd>(simd: S, plan: &Plan, row: usize, h: &[f32], RowStats { mean, inv }: RowStats) {
+fn finish_row<S: Simd>(simd: S, plan: &Plan, row: usize, h_buf: &[f32], RowStats { mean, inv }: RowStats) {
+    let h = direct_row(plan, row).unwrap_or(h_buf);
     let out_offset = plan.row_offset(Source::Out, row);
     let scaling = Scaling { h, mean, inv, gamma: &plan.gamma, beta: plan.beta.as_deref() };
     // SAFETY: this task owns the row; `h` is in the scratch (or a read-only input), so no

@@ -27,13 +27,6 @@ impl AlignedVec {
     /// An empty buffer (allocates nothing).
     pub const EMPTY: AlignedVec = AlignedVec { storage: Vec::new(), start: 0, len: 0 };
 
-    /// `len` zeros.
-    pub fn zeroed(len: usize) -> Self {
-        let mut buf = AlignedVec::EMPTY;
-        buf.resize(len, 0.0);
-        buf
-    }
-
     /// Makes the buffer `len` long, keeping its elements up to `len` and filling new ones
     /// with `value` (as `Vec::resize`).
     pub fn resize(&mut self, len: usize, value: f32) {
@@ -131,6 +124,5 @@ mod tests {
         let copy = buf.clone();
         assert_eq!(&copy[..], &model[..]);
         assert!(aligned(&copy));
-        assert_eq!(&AlignedVec::zeroed(33)[..], &[0f32; 33][..]);
     }
 }
